@@ -1,0 +1,1 @@
+//! Import of an innovaphone PHP update server installation. (placeholder)

@@ -1,0 +1,174 @@
+//! The innovaphone update-script engine (a drop-in for the PHP Update Server V2, build 2033).
+//!
+//! [`plan_update`] turns one device request into the exact command script the reference would
+//! send, the notes explaining each decision (the `# ...` lines that are also kept as device
+//! messages), and the new device state. It does no I/O itself: snippet files, the master
+//! device's `box_info.xml` and dynamic snippets are asked for through [`Ports`], so the same
+//! function serves HTTP requests, `autoprov simulate` and the golden tests.
+//!
+//! Submodules: [`url`] (PHP-compatible encoding and URL rewrite), [`backup`] (backup body
+//! normalisation and retention), [`boxinfo`] (the master's version string), [`php`] (the few
+//! PHP behaviours the wire format depends on).
+
+pub mod backup;
+pub mod boxinfo;
+pub mod engine;
+pub mod php;
+pub mod url;
+
+pub use engine::plan_update;
+
+use crate::state::DeviceState;
+
+/// What the engine needs to know about one HTTP request.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateRequest {
+    /// Decoded query arguments in request order (`$_REQUEST`). A repeated key keeps its first
+    /// position and its last value.
+    pub args: Vec<(String, String)>,
+    /// Whether the request came over TLS.
+    pub https: bool,
+    /// The local port the request arrived on (`SERVER_PORT`).
+    pub server_port: Option<u16>,
+    /// `Host` header as sent (may include a port).
+    pub host: String,
+    /// Request path (`PHP_SELF`), e.g. `/upd/update.php`.
+    pub path: String,
+    /// TCP peer address.
+    pub peer_ip: String,
+    /// `X-Forwarded-For` header, when present.
+    pub forwarded_for: Option<String>,
+    /// Verified TLS client certificate, when one was presented.
+    pub client_cert: Option<ClientCert>,
+}
+
+impl UpdateRequest {
+    pub fn arg(&self, key: &str) -> Option<&str> {
+        self.args
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Build the argument list from a raw query string, PHP style (`+` is a space, a repeated
+    /// key keeps its first position and takes the last value).
+    pub fn parse_query(query: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let k = url::form_decode(k);
+            let v = url::form_decode(v);
+            if k.is_empty() {
+                continue;
+            }
+            if let Some(e) = out.iter_mut().find(|(ek, _)| *ek == k) {
+                e.1 = v;
+            } else {
+                out.push((k, v));
+            }
+        }
+        out
+    }
+
+    /// The base URL snippets and firmware paths are relative to (`dirname` of the script URL).
+    pub fn base_url(&self) -> String {
+        let url = self.script_url();
+        match url.rfind('/') {
+            Some(i) if i > url.find("://").map(|p| p + 2).unwrap_or(0) => url[..i].to_string(),
+            _ => url,
+        }
+    }
+
+    /// `http(s)://HOST/PATH` as the reference builds it.
+    pub fn script_url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            if self.https { "https" } else { "http" },
+            self.host,
+            self.path
+        )
+    }
+}
+
+/// A TLS client certificate as seen by the listener.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    pub subject_cn: String,
+    pub issuer_cn: String,
+    /// The chain verified against the configured trust anchors.
+    pub verified: bool,
+}
+
+/// A snippet file as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct ScriptFile {
+    /// Modification time (epoch seconds).
+    pub mtime: i64,
+    /// The content, or why it could not be read (the file exists but is unreadable).
+    pub content: Result<String, String>,
+}
+
+/// Result of asking for the master device's builds.
+#[derive(Debug, Clone)]
+pub struct MasterLookup {
+    /// Lines describing how the answer was obtained (cache current, online, stale cache...).
+    pub notes: Vec<String>,
+    /// `(firmware, bootcode)` builds, or the reason none could be had.
+    pub builds: Result<(String, String), String>,
+}
+
+impl Default for ScriptFile {
+    fn default() -> Self {
+        ScriptFile {
+            mtime: 0,
+            content: Ok(String::new()),
+        }
+    }
+}
+
+/// Snippets computed per request (templates and the external hook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicSnippets {
+    pub pre: Vec<String>,
+    pub post: Vec<String>,
+    /// `false` suppresses the standard (file) snippets.
+    pub send_standard: bool,
+}
+
+impl Default for DynamicSnippets {
+    fn default() -> Self {
+        DynamicSnippets {
+            pre: Vec::new(),
+            post: Vec::new(),
+            send_standard: true,
+        }
+    }
+}
+
+/// The outside world as the engine needs it. Implemented by the server (files, HTTP, hooks)
+/// and by tests.
+pub trait Ports {
+    /// The snippet at a site-relative path (`scripts/update-all-default.txt`), or `None` when
+    /// it does not exist.
+    fn script(&mut self, rel_path: &str) -> Option<ScriptFile>;
+    /// The master device's current builds (called only when a build comes from the master).
+    fn master(&mut self) -> MasterLookup;
+    /// Dynamic snippets for the device state as it stands at delivery time.
+    fn dynamic(&mut self, state: &DeviceState) -> Result<DynamicSnippets, String>;
+    /// Whether a site-relative file exists (certificate roll-out files).
+    fn file_exists(&mut self, rel_path: &str) -> bool;
+}
+
+/// What the engine decided for one request.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The response body, CRLF line ends.
+    pub body: String,
+    /// The explanations (`# ...` notes) in order, without the `# ` prefix.
+    pub notes: Vec<String>,
+    /// The device state to store, when state tracking is on and the reference would store it.
+    pub state: Option<DeviceState>,
+    /// Set when the request could not be served as asked (the reference's "bailout"); the body
+    /// says why. HTTP status stays 200 as with the reference, devices only read the body.
+    pub error: Option<String>,
+}

@@ -1,0 +1,162 @@
+//! Per-device state: everything the reference keeps in its `status/<sn>.xml`.
+//!
+//! Plain data; persistence lives in `autoprov-store`, decisions in [`crate::innovaphone`].
+//! Times are Unix epoch seconds.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceState {
+    /// Serial as the device sent it (`00-90-33-30-00-af`); the primary key.
+    pub sn: String,
+    /// Last contact.
+    pub seen: i64,
+    /// Phase written into the device's URL by the last rewrite (`state@phase`).
+    pub phase: Option<String>,
+    pub nextphase: Option<String>,
+    /// Set when the next poll must only run queries (`state@skipnext`).
+    pub skipnext: Option<i64>,
+    /// The reference's quirk: the boot code request (`<build>bootcode`) lands here.
+    pub requested: Option<String>,
+    pub device: DeviceInfo,
+    pub firmware: FirmwareState,
+    pub bootcode: BootState,
+    pub msgs: Vec<Message>,
+    /// Scripts delivered, by file name.
+    pub scripts: Vec<DeliveredScript>,
+    /// Query results stored by `mode=query`.
+    pub queries: Vec<QueryResult>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DeviceInfo {
+    #[serde(rename = "type")]
+    pub device_type: Option<String>,
+    /// Classes joined by `, ` as the reference stores them.
+    pub classes: Option<String>,
+    /// Address the request came from (first `X-Forwarded-For` entry when proxied).
+    pub ip: Option<String>,
+    /// Whether the request came through a reverse proxy.
+    pub rp: bool,
+    pub proxy: Option<String>,
+    /// The device's own address (`ip` argument, `#i`).
+    pub realip: Option<String>,
+    pub hwid: Option<String>,
+    pub phase: Option<String>,
+    /// Environments joined by `, `.
+    pub environments: Option<String>,
+    /// Time of the last stored backup.
+    pub backup: Option<i64>,
+    pub certstat: Option<String>,
+    pub request_downloaded: Option<String>,
+    /// `var-<name>` upload stamps from `mode=vardump`.
+    pub vars: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FirmwareState {
+    /// Build the device reported (`PROT`).
+    pub build: Option<String>,
+    pub requested: Option<String>,
+    pub requested_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BootState {
+    /// Boot code the device reported (`BOOT`).
+    pub build: Option<String>,
+    pub requested_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub time: i64,
+    /// Empty = a ruler that starts a new request.
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeliveredScript {
+    pub filename: String,
+    pub delivered: i64,
+    /// Modification time of the delivered file.
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueryResult {
+    pub id: String,
+    pub seen: i64,
+    /// The XML text the device sent.
+    pub body: String,
+}
+
+impl DeviceState {
+    pub fn new(sn: &str, now: i64) -> DeviceState {
+        DeviceState {
+            sn: sn.to_string(),
+            seen: now,
+            ..Default::default()
+        }
+    }
+
+    pub fn query(&self, id: &str) -> Option<&QueryResult> {
+        self.queries.iter().find(|q| q.id == id)
+    }
+
+    /// Store a query result, replacing an older one with the same id.
+    pub fn set_query(&mut self, id: &str, body: &str, now: i64) {
+        self.queries.retain(|q| q.id != id);
+        self.queries.push(QueryResult {
+            id: id.to_string(),
+            seen: now,
+            body: body.to_string(),
+        });
+    }
+
+    pub fn add_msg(&mut self, msg: &str, now: i64) {
+        self.msgs.push(Message {
+            time: now,
+            msg: msg.to_string(),
+        });
+    }
+
+    pub fn set_var_stamp(&mut self, name: &str, now: i64) {
+        self.device.vars.retain(|(n, _)| n != name);
+        self.device.vars.push((name.to_string(), now));
+    }
+
+    /// Record a delivered script (`<config filename delivered version>`).
+    pub fn delivered(&mut self, filename: &str, now: i64, version: i64) {
+        if let Some(s) = self.scripts.iter_mut().find(|s| s.filename == filename) {
+            s.delivered = now;
+            s.version = version;
+        } else {
+            self.scripts.push(DeliveredScript {
+                filename: filename.to_string(),
+                delivered: now,
+                version,
+            });
+        }
+    }
+
+    /// Drop old messages as the reference does: everything up to the last message older than
+    /// `logkeep`, but never the last ruler (the start of the newest request).
+    pub fn prune_msgs(&mut self, now: i64, logkeep: i64) {
+        let veryold = now - logkeep;
+        let mut lastruler = 0usize;
+        let mut lastold = 0usize;
+        for (i, m) in self.msgs.iter().enumerate() {
+            if m.msg.is_empty() {
+                lastruler = i;
+            } else if m.time < veryold {
+                lastold = i;
+            }
+        }
+        let mut remove = 0usize;
+        while remove < self.msgs.len() && remove <= lastold && remove < lastruler {
+            remove += 1;
+        }
+        self.msgs.drain(..remove);
+    }
+}

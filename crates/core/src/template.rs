@@ -1,0 +1,1 @@
+//! Operator templates (minijinja). (placeholder)
