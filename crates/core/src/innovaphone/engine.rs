@@ -1,14 +1,1041 @@
-//! The decision procedure for one update request. (being written)
+//! The decision procedure for one update request.
+//!
+//! It follows the reference's `update.php` step by step, because the order of the lines is part
+//! of the wire format: start ruler and summary, snippet candidates, backup command, grace period,
+//! certificates, queries, restricted times, firmware and boot code, forced HTTPS and trust,
+//! phase progression, CHECK, scripts, URL rewrite, reset. Every decision leaves a `# ...` line;
+//! the ones the reference logs (its `notify`) are also stored as device messages.
+//!
+//! Must not: touch files, sockets or clocks — all of that comes in through [`Ports`] and `now`.
+
+use md5::{Digest, Md5};
+
+use super::certs;
+use super::php::{loose_ne, since, LooseValue};
+use super::url::{apply_urlmod, make_full_url, rawurlencode};
 use super::*;
+use crate::config::{Applies, SiteConfig};
 use crate::site::Site;
+
+/// The four arguments every device URL carries (`#t #m #h #i`).
+pub const REQUIRED_ARGS: [&str; 4] = ["type", "sn", "hwid", "ip"];
 
 /// Decide what a device gets for this request. Pure apart from the [`Ports`] it is given.
 pub fn plan_update(
-    _site: &Site,
-    _req: &UpdateRequest,
-    _state: Option<DeviceState>,
-    _now: i64,
-    _ports: &mut dyn Ports,
+    site: &Site,
+    req: &UpdateRequest,
+    state: Option<DeviceState>,
+    now: i64,
+    ports: &mut dyn Ports,
 ) -> Outcome {
-    todo!()
+    let view = SiteView::new(&site.config, &req.base_url());
+    let mut run = Run::new(&view, req, state, now);
+    // Each step returns `Err(Stop)` when the reference would end the script there.
+    let _ = run.execute(ports);
+    run.finish()
+}
+
+/// The configuration as the reference sees it after `readConfig`: phases sorted with the
+/// fake staging phase, URLs made absolute, empty values unset.
+pub struct SiteView<'a> {
+    pub cfg: &'a SiteConfig,
+    /// Phase ids in order.
+    pub phases: Vec<String>,
+    pub lastphase: Option<String>,
+    pub fakelastphase: Option<String>,
+    pub fwstorage: String,
+    pub base: String,
+}
+
+impl<'a> SiteView<'a> {
+    pub fn new(cfg: &'a SiteConfig, base: &str) -> SiteView<'a> {
+        let mut phases: Vec<(i64, String)> = Vec::new();
+        for p in &cfg.phases {
+            // A later phase with the same seq replaces the earlier one (PHP array keyed by seq).
+            phases.retain(|(s, _)| *s != p.seq);
+            phases.push((p.seq, p.id.clone()));
+        }
+        phases.sort_by_key(|(s, _)| *s);
+        let lastphase = phases.last().map(|(_, id)| id.clone());
+        let fakelastphase = lastphase.as_ref().map(|l| format!("_first_{l}"));
+        let fake = cfg
+            .times
+            .first_phase
+            .unwrap_or(!cfg.times.allow.trim().is_empty() && cfg.times.forcestaging);
+        if fake {
+            if let (Some((seq, _)), Some(f)) = (phases.last().cloned(), fakelastphase.clone()) {
+                let n = phases.len();
+                phases[n - 1].0 = seq + 1;
+                phases.insert(n - 1, (seq, f));
+            }
+        }
+        SiteView {
+            cfg,
+            phases: phases.into_iter().map(|(_, id)| id).collect(),
+            lastphase,
+            fakelastphase,
+            fwstorage: make_full_url(base, &cfg.fwstorage.url),
+            base: base.to_string(),
+        }
+    }
+
+    fn first_phase(&self) -> String {
+        self.phases.first().cloned().unwrap_or_default()
+    }
+
+    fn next_phase(&self, phase: &str) -> Option<String> {
+        let i = self.phases.iter().position(|p| p == phase)?;
+        self.phases.get(i + 1).cloned()
+    }
+
+    /// `times@polling`, or the integer 0 when unset.
+    fn polling(&self) -> LooseValue {
+        let p = self.cfg.times.polling.trim();
+        if p.is_empty() {
+            LooseValue::Int(0)
+        } else {
+            LooseValue::Str(p.to_string())
+        }
+    }
+
+    fn polling_text(&self) -> String {
+        match self.polling() {
+            LooseValue::Str(s) => s,
+            _ => "0".into(),
+        }
+    }
+
+    fn classes_of(&self, device_type: &str) -> Vec<String> {
+        let t = device_type.to_lowercase();
+        let mut out: Vec<String> = Vec::new();
+        for c in &self.cfg.classes {
+            if c.models.iter().any(|m| m.to_lowercase() == t) && !out.contains(&c.id) {
+                out.push(c.id.clone());
+            }
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+        out
+    }
+
+    fn environment(&self, id: &str) -> Option<&crate::config::Environment> {
+        self.cfg.environments.iter().find(|e| e.id == id)
+    }
+
+    /// The firmware URL for a build (`getFWStorage`).
+    pub fn fw_url(&self, build: &str, model: &str, filetype: &str) -> String {
+        let lmodel = model.to_lowercase();
+        let mut root = lmodel.split('-').next().unwrap_or("").to_string();
+        let mut prefix = "";
+        if let Some(r) = root.strip_prefix("ip") {
+            root = r.to_string();
+            prefix = "ip";
+        }
+        let mut filename = match filetype {
+            "prot" => format!("{prefix}{root}.bin"),
+            "boot" => format!("boot{root}.bin"),
+            _ => format!("{lmodel}.unknown"),
+        };
+        if let Some(over) = self
+            .cfg
+            .filenames
+            .iter()
+            .filter(|f| f.model == lmodel)
+            .find_map(|f| match filetype {
+                "prot" => f.prot.clone(),
+                "boot" => f.boot.clone(),
+                _ => None,
+            })
+        {
+            filename = over;
+        }
+        self.fwstorage
+            .replace("{build}", build)
+            .replace("{model}", model)
+            .replace("{filetype}", filetype)
+            .replace("{filename}", &filename)
+    }
+}
+
+/// Marker: the reference stops the script here.
+pub(crate) struct Stop;
+
+type Step = Result<(), Stop>;
+
+pub(crate) struct Run<'a> {
+    pub view: &'a SiteView<'a>,
+    pub req: &'a UpdateRequest,
+    pub now: i64,
+    out: String,
+    notes: Vec<String>,
+    /// Working state; stored only when `tracking` and `persist`.
+    pub state: DeviceState,
+    /// Whether per-device state is kept (status enabled and an `sn` given).
+    pub tracking: bool,
+    persist: bool,
+    error: Option<String>,
+    /// `polling` and `phase` as they will go into a rewritten URL, plus whether one changed.
+    stateargs: Vec<(String, Option<String>)>,
+    statechanged: bool,
+    missing: Vec<&'static str>,
+    phase: Option<String>,
+    nextphase: Option<String>,
+}
+
+impl<'a> Run<'a> {
+    fn new(view: &'a SiteView<'a>, req: &'a UpdateRequest, state: Option<DeviceState>, now: i64) -> Run<'a> {
+        let sn = req.arg("sn").unwrap_or("");
+        let tracking = view.cfg.status.enabled && !sn.is_empty();
+        let mut st = state.unwrap_or_else(|| DeviceState::new(sn, now));
+        st.sn = sn.to_string();
+        st.seen = now;
+        let stateargs = ["polling", "phase"]
+            .iter()
+            .map(|k| (k.to_string(), req.arg(k).map(|s| s.to_string())))
+            .collect();
+        Run {
+            view,
+            req,
+            now,
+            out: String::new(),
+            notes: Vec::new(),
+            state: st,
+            tracking,
+            persist: false,
+            error: None,
+            stateargs,
+            statechanged: false,
+            missing: Vec::new(),
+            phase: None,
+            nextphase: None,
+        }
+    }
+
+    // ----- output primitives -------------------------------------------------------------
+
+    pub fn print(&mut self, s: &str) {
+        self.out.push_str(s);
+    }
+
+    pub fn line(&mut self, s: &str) {
+        self.out.push_str(s);
+        self.out.push_str("\r\n");
+    }
+
+    /// A `# ` line that explains a decision but is not logged on the device.
+    pub fn comment(&mut self, msg: &str) {
+        self.line(&format!("# {msg}"));
+        if !msg.is_empty() {
+            self.notes.push(msg.to_string());
+        }
+    }
+
+    /// The reference's `notify`: printed, explained and kept as a device message.
+    pub fn notify(&mut self, msg: &str) {
+        self.line(&format!("# {msg}"));
+        if !msg.is_empty() {
+            self.notes.push(msg.to_string());
+        }
+        if self.tracking {
+            self.state.add_msg(msg, self.now);
+        }
+    }
+
+    /// `notify($msg, true)`: log, store state, stop.
+    pub fn notify_stop(&mut self, msg: &str) -> Step {
+        self.notify(msg);
+        self.persist = true;
+        Err(Stop)
+    }
+
+    /// The reference's `bailout`: a fatal error, the state is not stored.
+    pub fn bailout(&mut self, msg: &str) -> Step {
+        self.line(&format!("# {msg} - exit"));
+        self.notes.push(msg.to_string());
+        self.error = Some(msg.to_string());
+        self.persist = false;
+        Err(Stop)
+    }
+
+    fn set_state_arg(&mut self, key: &str, value: LooseValue) {
+        let text = match &value {
+            LooseValue::Str(s) => Some(s.clone()),
+            LooseValue::Int(i) => Some(i.to_string()),
+            LooseValue::Null => None,
+        };
+        let cur = self.stateargs.iter().position(|(k, _)| k == key);
+        let current = cur.and_then(|i| self.stateargs[i].1.clone());
+        if loose_ne(current.as_deref(), &value) {
+            match cur {
+                Some(i) => self.stateargs[i].1 = text,
+                None => self.stateargs.push((key.to_string(), text)),
+            }
+            self.statechanged = true;
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        let state = if self.tracking && self.persist {
+            self.state
+                .prune_msgs(self.now, self.view.cfg.status.logkeep as i64);
+            Some(self.state)
+        } else {
+            None
+        };
+        Outcome {
+            body: self.out,
+            notes: self.notes,
+            state,
+            error: self.error,
+        }
+    }
+
+    // ----- the request -------------------------------------------------------------------
+
+    fn execute(&mut self, ports: &mut dyn Ports) -> Step {
+        let cfg = self.view.cfg;
+        self.notify("");
+
+        for key in REQUIRED_ARGS {
+            if self.req.arg(key).is_none() {
+                self.missing.push(key);
+            }
+        }
+        if !self.missing.is_empty() {
+            if self.req.arg("phase").is_none() {
+                let first = self.view.first_phase();
+                self.set_state_arg("phase", LooseValue::Str(first));
+            }
+            if self.req.arg("polling").is_none() {
+                self.set_state_arg("polling", self.view.polling());
+            }
+            self.rewrite_url(None);
+            return Err(Stop);
+        }
+        let req = self.req;
+        let sn = req.arg("sn").unwrap_or("");
+        if let Err(why) = check_serial(sn) {
+            self.tracking = false;
+            return self.bailout(&format!("invalid sn '{sn}': {why}"));
+        }
+        let device_type = req.arg("type").unwrap_or("");
+        if let Err(why) = check_type(device_type) {
+            self.tracking = false;
+            return self.bailout(&format!("invalid type '{device_type}': {why}"));
+        }
+
+        let classes = self.view.classes_of(device_type);
+        self.state.device.device_type = Some(device_type.to_string());
+        self.state.device.classes = Some(classes.join(", "));
+
+        // Addresses: peer, or the first X-Forwarded-For entry behind a proxy.
+        let peer = req.peer_ip.strip_prefix("::ffff:").unwrap_or(&req.peer_ip).to_string();
+        match &req.forwarded_for {
+            Some(xff) => {
+                let first = xff.split(',').next().unwrap_or("").to_string();
+                self.state.device.ip = Some(first);
+                self.state.device.rp = true;
+                self.state.device.proxy = Some(peer);
+            }
+            None => {
+                self.state.device.ip = Some(peer);
+                self.state.device.rp = false;
+            }
+        }
+
+        // Phase.
+        let phase = match req.arg("phase") {
+            None | Some("") | Some("0") => self.view.first_phase(),
+            Some(p) => {
+                if !self.view.phases.iter().any(|x| x == p) {
+                    let msg = format!("invalid phase: '{p}'");
+                    return self.notify_stop(&msg);
+                }
+                p.to_string()
+            }
+        };
+        let nextphase = self.view.next_phase(&phase);
+        self.phase = Some(phase.clone());
+        self.nextphase = nextphase.clone();
+        self.state.device.phase = Some(phase.clone());
+
+        // Environments (with the reference's array-union quirk: with several `env` values,
+        // later expansions only add entries beyond the length already reached).
+        let rawenvs: Vec<String> = match req.arg("env") {
+            None => cfg.environments.first().map(|e| vec![e.id.clone()]).unwrap_or_default(),
+            Some(e) => e.split(',').map(|s| s.to_string()).collect(),
+        };
+        let mut envs: Vec<String> = Vec::new();
+        for env in &rawenvs {
+            let Some(def) = self.view.environment(env) else {
+                let msg = format!("invalid environment: '{env}' ({})", req.arg("env").unwrap_or(""));
+                return self.notify_stop(&msg);
+            };
+            let mut expanded = vec![env.clone()];
+            expanded.extend(def.implies.iter().map(|i| i.trim().to_string()));
+            for (i, e) in expanded.into_iter().enumerate() {
+                if i >= envs.len() {
+                    envs.push(e);
+                }
+            }
+        }
+        self.state.device.environments = Some(envs.join(", "));
+
+        let summary = format!(
+            "phase: {phase}, nextphase: {}, environment: {}, type: {device_type}, classes: {}",
+            nextphase.clone().unwrap_or_default(),
+            envs.join("+"),
+            classes.join("+")
+        );
+        self.notify(&summary);
+
+        if self.tracking {
+            if let Some(t) = self.state.skipnext.take() {
+                let msg = format!("skipnext: {}", since(self.now, t));
+                self.state.add_msg(&msg, self.now);
+                self.line("# need up-to-date query state, skipping update script, doing queries only");
+                self.queries(&classes, &envs);
+                self.persist = true;
+                return Err(Stop);
+            }
+        }
+
+        // Snippet candidates.
+        let scriptdir = cfg.times.dir.clone();
+        self.line("");
+        self.line(&format!("# existing files (from {scriptdir}):"));
+        let devicescript = sn.to_lowercase().replace('-', "_");
+        let candidates = candidate_scripts(self.view, &scriptdir, &phase, &classes, &envs, &devicescript);
+        let mut existing: Vec<(String, ScriptFile)> = Vec::new();
+        let mut absent: Vec<String> = Vec::new();
+        let mut newest: Option<(i64, String)> = None;
+        for f in candidates {
+            match ports.script(&f) {
+                Some(sf) => {
+                    if newest.as_ref().map(|(t, _)| sf.mtime > *t).unwrap_or(sf.mtime > 0) {
+                        newest = Some((sf.mtime, f.clone()));
+                    }
+                    existing.push((f, sf));
+                }
+                None => absent.push(f),
+            }
+        }
+        for (f, sf) in &existing {
+            let s = since(self.now, sf.mtime);
+            self.line(&format!("# > {f}: {s}"));
+        }
+        self.line("");
+        self.line(&format!("# possible further files (from {scriptdir}):"));
+        for f in &absent {
+            self.line(&format!("# {f}   "));
+        }
+        self.line("");
+
+        // Backups.
+        let backup_cmd = (!cfg.backup.dir.is_empty() && cfg.backup.nbackups > 0 && !cfg.backup.scfg.is_empty())
+            .then(|| format!("mod cmd UP0 scfg {}", make_full_url(&self.view.base, &cfg.backup.scfg)));
+        match backup_cmd {
+            Some(cmd) => {
+                if cfg.times.forcehttps && !req.https {
+                    self.notify("backups enabled but forcehttps is true and not using HTTPS");
+                } else {
+                    self.line("");
+                    self.line(&cmd);
+                }
+            }
+            None => {
+                self.line("");
+                self.notify("Backups not enabled in config");
+            }
+        }
+
+        // Grace period.
+        if let Some((t, f)) = &newest {
+            let age = self.now - t;
+            let grace = cfg.times.grace as i64;
+            self.line("");
+            self.line(&format!("# newest script ({f}) {age}s old"));
+            if age < grace {
+                let msg = format!("files being updated ({f} {age}s old, waiting for at least {grace}s to expire)");
+                return self.notify_stop(&msg);
+            }
+        }
+
+        // Certificates (decided now, sent after firmware).
+        self.line("");
+        let certs = certs::decide(self, ports, device_type)?;
+        if let Some(last) = certs.msgs.last() {
+            self.state.device.certstat = Some(last.clone());
+        }
+
+        self.queries(&classes, &envs);
+
+        // Restricted times.
+        let staging = self.view.lastphase.as_deref() != Some(phase.as_str());
+        if let Some(times) = self.times_cmd(staging) {
+            self.line("");
+            self.line("# Restricted times");
+            self.line(&times);
+        }
+
+        // Firmware and boot code.
+        self.line("");
+        let reset = self.firmware(ports, device_type, &classes, &envs)?;
+        if let Some(p) = req.arg("PROT") {
+            self.state.firmware.build = Some(p.to_string());
+        }
+        if let Some(b) = req.arg("BOOT") {
+            self.state.bootcode.build = Some(b.to_string());
+        }
+        if let Some(h) = req.arg("hwid") {
+            self.state.device.hwid = Some(h.to_string());
+        }
+        if let Some(i) = req.arg("ip") {
+            self.state.device.realip = Some(i.to_string());
+        }
+        if reset {
+            self.line("# make sure remaining update scripts are executed with up-to-date firmware and update URL");
+            self.line("iresetn");
+        }
+
+        // Certificate commands, when any, end the script.
+        for m in &certs.msgs {
+            self.notify(&format!("certificates: {m} "));
+        }
+        if let Some(cmds) = certs.cmds {
+            for (comment, cmd) in cmds {
+                self.notify(&format!("certificates: {comment}"));
+                self.line(&cmd);
+            }
+            self.set_state_arg("polling", self.view.polling());
+            if !self.rewrite_url(None) {
+                self.line("config write");
+                self.line("config activate");
+            }
+            self.line("iresetn");
+            return self.notify_stop("certificate cmds need to process - no further cmds");
+        }
+        self.line("# no certificate cmds required - processing normal updates");
+
+        // Forced HTTPS and trust.
+        if cfg.times.forcehttps {
+            let need = cfg.times.httpsport.unwrap_or(443);
+            let have = if req.https { Some(req.server_port.unwrap_or(443)) } else { None };
+            if have != Some(need) {
+                self.set_state_arg("polling", self.view.polling());
+                self.rewrite_url(Some(have));
+                let msg = format!(
+                    "forcehttps - currently {}using HTTPS on port {}, new polling: {}",
+                    if req.https { "" } else { "NOT " },
+                    have.map(|p| p.to_string()).unwrap_or_default(),
+                    self.view.polling_text()
+                );
+                return self.notify_stop(&msg);
+            }
+            if cfg.times.forcetrust {
+                self.check_trust()?;
+            }
+        }
+
+        self.line("");
+        match &nextphase {
+            Some(n) => {
+                self.set_state_arg("phase", LooseValue::Str(n.clone()));
+                self.set_state_arg("polling", self.view.polling());
+            }
+            None => self.set_state_arg("polling", LooseValue::Int(0)),
+        }
+
+        // Dynamic snippets, computed over the state as it stands now.
+        let dynamic = match ports.dynamic(&self.state) {
+            Ok(d) => d,
+            Err(e) => match cfg.scripting.hook_failure {
+                crate::config::HookFailure::Skip => {
+                    self.notify(&format!("{e} - continuing without dynamic snippets"));
+                    DynamicSnippets::default()
+                }
+                crate::config::HookFailure::Fail => {
+                    self.error = Some(e.clone());
+                    return self.notify_stop(&format!("{e} - not delivering any snippets"));
+                }
+            },
+        };
+        let files: Vec<(String, ScriptFile)> = if dynamic.send_standard { existing } else { Vec::new() };
+        if !dynamic.send_standard {
+            self.comment("standard snippets suppressed by dynamic scripting");
+        }
+
+        let mut deliver = true;
+        let mut sig: Option<String> = None;
+        if nextphase.is_none() && cfg.times.check {
+            let s = files_signature(&dynamic.pre, &files, &dynamic.post);
+            if req.arg("CHECK") == Some(s.as_str()) {
+                deliver = false;
+            }
+            sig = Some(s);
+        }
+
+        if deliver {
+            for l in &dynamic.pre {
+                self.line(l);
+            }
+            for (f, sf) in &files {
+                self.notify(&format!("    {f}"));
+                self.line(&format!("# {{ \r\n# begin script '{f}' "));
+                match &sf.content {
+                    Ok(text) => {
+                        self.line(text);
+                        let (now, mtime) = (self.now, sf.mtime);
+                        self.state.delivered(f, now, mtime);
+                    }
+                    Err(why) => {
+                        self.notify(&format!("cannot read script '{f}': {why}"));
+                    }
+                }
+                self.line(&format!("# end script '{f}'\r\n# }}"));
+            }
+            for l in &dynamic.post {
+                self.line(l);
+            }
+            self.line("");
+            self.line("# end of all scripts ");
+            if !self.rewrite_url(None) {
+                self.line("config write");
+                self.line("config activate");
+            }
+            if let Some(s) = &sig {
+                self.line("# set CHECK var");
+                self.line(&format!("mod cmd UP1 check ser {s}"));
+            }
+            self.line("# trigger reset if required");
+            self.line("iresetn");
+        } else {
+            let s = sig.unwrap_or_default();
+            self.line(&format!("# not delivering any snippets - CHECK serial {s} is good"));
+            self.rewrite_url(None);
+        }
+        self.persist = true;
+        Ok(())
+    }
+
+    /// Query commands for the device's classes/environments (`doQueries`).
+    fn queries(&mut self, classes: &[String], envs: &[String]) {
+        let cfg = self.view.cfg;
+        let url = format!("mod cmd UP0 scfg {}", make_full_url(&self.view.base, &cfg.queries.scfg));
+        let mut found: Vec<(String, String)> = Vec::new();
+        for q in &cfg.queries.query {
+            if q.applies.iter().any(|a| applies(a, classes, envs)) {
+                let cmd = format!(
+                    "{url}&id={} ser nop /always {}",
+                    rawurlencode(&q.id),
+                    rawurlencode(q.cmd.trim())
+                );
+                found.retain(|(id, _)| *id != q.id);
+                found.push((q.id.clone(), cmd));
+            }
+        }
+        if found.is_empty() {
+            self.line(&format!(
+                "# no queries defined for any of callers classes: {}",
+                classes.join("+")
+            ));
+        } else {
+            for (id, cmd) in found {
+                self.line(&format!("# query '{id}'"));
+                self.line(&cmd);
+            }
+        }
+    }
+
+    /// `mod cmd UP1 times ...` (`getTimes`), `None` when neither allow nor initial is set.
+    fn times_cmd(&mut self, staging: bool) -> Option<String> {
+        let t = &self.view.cfg.times;
+        let allow = t.allow.trim();
+        let initial = t.initial.trim();
+        if allow.is_empty() && initial.is_empty() {
+            return None;
+        }
+        let mut times = String::new();
+        if !(staging && t.forcestaging) {
+            if !allow.is_empty() {
+                times.push_str(&format!(" /allow {allow}"));
+            }
+        } else {
+            self.print("\r\n# Skip restricted times, initial staging / forcestaging\r\n");
+            self.notes.push("Skip restricted times, initial staging / forcestaging".into());
+        }
+        if !initial.is_empty() {
+            times.push_str(&format!(" /initial {initial}"));
+        }
+        (!times.is_empty()).then(|| format!("mod cmd UP1 times {times}"))
+    }
+
+    /// Firmware and boot code commands. Returns whether a reset is needed.
+    fn firmware(
+        &mut self,
+        ports: &mut dyn Ports,
+        device_type: &str,
+        classes: &[String],
+        envs: &[String],
+    ) -> Result<bool, Stop> {
+        let m = &self.view.cfg.master;
+        if m.info.trim().is_empty() {
+            self.comment("firmware and boot code updates disabled (no master info)");
+            return Ok(false);
+        }
+        if let Some(a) = m.applies.iter().find(|a| !applies(a, classes, envs)) {
+            let what = if a.env { "environment" } else { "class" };
+            self.comment(&format!(
+                "firmware and boot code updates restricted to {what} '{}' - not for this device",
+                a.value
+            ));
+            return Ok(false);
+        }
+        let mut master: Option<Result<(String, String), String>> = None;
+        let mut from_master = |run: &mut Run, which: usize| -> Result<Option<String>, Stop> {
+            if run.view.cfg.master.info.trim() == "none" {
+                run.comment("master info is 'none' - cannot take builds from the master device");
+                return Ok(None);
+            }
+            if master.is_none() {
+                let look = ports.master();
+                for n in &look.notes {
+                    run.comment(n);
+                }
+                master = Some(look.builds);
+            }
+            match master.as_ref().expect("set above") {
+                Ok((p, b)) => Ok(Some(if which == 0 { p.clone() } else { b.clone() })),
+                Err(e) => {
+                    let e = e.clone();
+                    run.bailout(&e).map(|_| None)
+                }
+            }
+        };
+        let prot = match m.firmware.trim() {
+            "none" => {
+                self.comment("firmware update disabled");
+                None
+            }
+            "master" | "" => {
+                let p = from_master(self, 0)?;
+                if let Some(p) = &p {
+                    self.comment(&format!("firmware taken from master device ({p})"));
+                }
+                p
+            }
+            n => {
+                self.comment(&format!("firmware fixed to {n}"));
+                Some(n.to_string())
+            }
+        };
+        let boot = match m.bootcode.trim() {
+            "none" => {
+                self.comment("bootcode update disabled");
+                None
+            }
+            "firmware" => {
+                self.comment("bootcode derived from firmware");
+                prot.clone()
+            }
+            "master" | "" => {
+                let b = from_master(self, 1)?;
+                if let Some(b) = &b {
+                    self.comment(&format!("bootcode taken from master device ({b})"));
+                }
+                b
+            }
+            n => {
+                self.comment(&format!("bootcode fixed to {n}"));
+                Some(n.to_string())
+            }
+        };
+        let lower: Vec<String> = self.view.cfg.nofirmdev.iter().map(|s| s.to_lowercase()).collect();
+        let nofirm = lower.contains(&device_type.to_lowercase());
+        self.comment(&format!("nofirm: {}. This device type={device_type}", lower.join(", ")));
+        let lowerb: Vec<String> = self.view.cfg.nobootdev.iter().map(|s| s.to_lowercase()).collect();
+        let noboot = lowerb.contains(&device_type.to_lowercase());
+        self.comment(&format!("noboot: {}", lowerb.join(", ")));
+
+        let mut reset = false;
+        match prot.filter(|_| !nofirm) {
+            Some(p) => {
+                let have = self.req.arg("PROT");
+                if have.map(|h| loose_ne(Some(h), &LooseValue::Str(p.clone()))).unwrap_or(true) {
+                    self.notify(&format!(
+                        "current firmware ({}) does not match required firmware ({p})",
+                        have.unwrap_or("unknown")
+                    ));
+                    let url = self.view.fw_url(&p, device_type, "prot");
+                    self.line(&format!("mod cmd UP0 prot {url} ser {p}"));
+                    self.state.firmware.requested = Some(p.clone());
+                    self.state.firmware.requested_at = Some(self.now);
+                    reset = true;
+                } else {
+                    self.comment(&format!("firmware {p} good"));
+                }
+            }
+            None => self.comment(&format!("no firmware update for device of type '{device_type}'")),
+        }
+        match boot.filter(|_| !noboot) {
+            Some(b) => {
+                let have = self.req.arg("BOOT");
+                if have.map(|h| loose_ne(Some(h), &LooseValue::Str(b.clone()))).unwrap_or(true) {
+                    self.notify(&format!(
+                        "current boot code ({}) does not match required boot code ({b})",
+                        have.unwrap_or("unknown")
+                    ));
+                    let url = self.view.fw_url(&b, device_type, "boot");
+                    self.line(&format!("mod cmd UP0 boot {url} ser {b}"));
+                    self.state.requested = Some(format!("{b}bootcode"));
+                    self.state.bootcode.requested_at = Some(self.now);
+                    reset = true;
+                } else {
+                    self.comment(&format!("boot code {b} good"));
+                }
+            }
+            None => self.comment(&format!("no bootcode update for device of type '{device_type}'")),
+        }
+        Ok(reset)
+    }
+
+    /// `forcetrust`: the TLS client certificate must name this device and come from a
+    /// trusted issuer.
+    fn check_trust(&mut self) -> Step {
+        let cc = &self.view.cfg.customcerts;
+        if cc.caname.trim().is_empty() {
+            return self.bailout("certificates: customcerts/@CAname must be defined for certificate trust enforcement");
+        }
+        let sep = if cc.canamesep.is_empty() { "," } else { cc.canamesep.as_str() };
+        let good: Vec<String> = cc.caname.split(sep).map(|s| s.to_string()).collect();
+        let Some(cert) = self.req.client_cert.clone() else {
+            return self.notify_stop(
+                "cannot verify CN with HTTPS: SSL_CLIENT_S_DN_CN not present - fix web server configuration or use MTLS-enabled port!",
+            );
+        };
+        let required = self.req.arg("hwid").unwrap_or("").to_string();
+        let alternative = self.req.arg("sn").unwrap_or("").replace('-', "");
+        let mut parts: Vec<String> = cert.subject_cn.split('-').map(|s| s.to_string()).collect();
+        for (broken, fix) in [("IP222s", "IP222"), ("IP232s", "IP232"), ("IP240a", "IP240"), ("IP200a", "IP200")] {
+            if parts[0] == broken {
+                parts[0] = fix.to_string();
+                break;
+            }
+        }
+        let shown = parts.join("-");
+        let wildcard = (!cc.cawildcard.is_empty()).then(|| cc.cawildcard.clone());
+        if shown != required && shown != alternative && wildcard.as_deref() != Some(shown.as_str()) {
+            let msg = format!("Device claims to be '{required} / {alternative}' but identifies as '{shown}' by TLS");
+            return self.notify_stop(&msg);
+        }
+        let verify = if cert.verified { "SUCCESS" } else { "FAILED" };
+        if !cert.verified {
+            let msg = format!("TLS certificate ({shown}) not trusted -- {verify}");
+            return self.notify_stop(&msg);
+        }
+        if cert.issuer_cn.is_empty() || !good.contains(&cert.issuer_cn) {
+            let msg = format!(
+                "TLS certificate issuer ({}) not trusted for TLS certificate ({shown}) -- {verify}",
+                cert.issuer_cn
+            );
+            return self.notify_stop(&msg);
+        }
+        let msg = format!("good certificate(CN='{shown}', ISSUER='{}')", cert.issuer_cn);
+        self.notify(&msg);
+        Ok(())
+    }
+
+    /// The URL rewrite block (`rewriteUrl`). `https` is `Some(current https port)` when HTTPS
+    /// is being forced. Returns whether a rewrite was sent.
+    fn rewrite_url(&mut self, https: Option<Option<u16>>) -> bool {
+        let cfg = self.view.cfg;
+        self.line("");
+        if !(self.statechanged || !self.missing.is_empty() || https.is_some()) {
+            return false;
+        }
+        if self.statechanged {
+            let newpolling = self
+                .stateargs
+                .iter()
+                .find(|(k, _)| k == "polling")
+                .and_then(|(_, v)| v.clone());
+            if let Some(np) = newpolling {
+                let reqpolling = if self.missing.is_empty() { self.req.arg("polling") } else { None };
+                if loose_ne(reqpolling, &LooseValue::Str(np.clone())) {
+                    if !loose_ne(Some(np.as_str()), &LooseValue::Int(0)) {
+                        self.notify("turn off fast polling");
+                        self.line("mod cmd UP1 provision 0");
+                        self.line("config rem UP1 /provision");
+                        self.line(&format!("config add UP1 /poll {}", cfg.times.interval));
+                    } else {
+                        self.notify(&format!("turn on fast polling ({np})"));
+                        let p = self.view.polling_text();
+                        self.line(&format!("mod cmd UP1 provision {p}"));
+                        self.line("config add UP1 /poll 1");
+                    }
+                }
+            }
+        }
+        let mut args: Vec<(String, String)> = Vec::new();
+        if self.statechanged {
+            for (k, v) in &self.stateargs {
+                args.push((k.clone(), v.clone().unwrap_or_default()));
+            }
+        }
+        for k in &self.missing {
+            if !args.iter().any(|(a, _)| a == k) {
+                args.push((k.to_string(), String::new()));
+            }
+        }
+        for (k, v) in &self.req.args {
+            if !args.iter().any(|(a, _)| a == k) {
+                args.push((k.clone(), v.clone()));
+            }
+        }
+        let finalargs: Vec<String> = args
+            .iter()
+            .filter_map(|(k, v)| match cfg.stdargs.iter().find(|s| &s.key == k) {
+                Some(s) => s.value.as_ref().map(|val| format!("{k}={val}")),
+                None => Some(format!("{k}={}", rawurlencode(v))),
+            })
+            .collect();
+        let mut newurl = format!("{}?{}", self.req.script_url(), finalargs.join("&"));
+        if let Some(current_port) = https {
+            let httpsport = cfg.times.httpsport.map(|p| p.to_string()).unwrap_or_default();
+            let current = current_port.map(|p| p.to_string()).unwrap_or_default();
+            if !self.req.https || current != httpsport {
+                self.notify(&format!(
+                    "using HTTP and 'forcehttps' is set or wrong port ({current}) -> need to switch to HTTPS on port {httpsport}"
+                ));
+                newurl = switch_to_https(&newurl, &httpsport);
+                if !cfg.times.httpsurlmod.is_empty() {
+                    match apply_urlmod(&cfg.times.httpsurlmod, &newurl) {
+                        Ok(u) => newurl = u,
+                        Err(e) => self.comment(&format!("httpsurlmod ignored: {e}")),
+                    }
+                }
+            }
+        }
+        self.line("");
+        if !self.missing.is_empty() {
+            let m = self.missing.join(", ");
+            self.notify(&format!("missing query args: {m}"));
+        }
+        self.line(&format!("config add UP1 /url {}", rawurlencode(&newurl)));
+        self.line("config add UP1 /no-dhcp");
+        self.line("config write");
+        self.line("config activate");
+        self.state.nextphase = self.nextphase.clone();
+        self.state.phase = self.phase.clone();
+        true
+    }
+}
+
+/// Whether an `<applies>` condition holds for a device.
+fn applies(a: &Applies, classes: &[String], envs: &[String]) -> bool {
+    let v = a.value.trim();
+    v == "*" || if a.env { envs.iter().any(|e| e == v) } else { classes.iter().any(|c| c == v) }
+}
+
+/// `https?(://[^:/]+)(:\d+)?(.*)` → `https$1[:port]$3`.
+fn switch_to_https(url: &str, port: &str) -> String {
+    let re = regex::Regex::new(r"(?i)https?(://[^:/]+)(:[\d]+)?(.*)").expect("static regex");
+    match re.captures(url) {
+        Some(c) => format!(
+            "https{}{}{}",
+            &c[1],
+            if port.is_empty() { String::new() } else { format!(":{port}") },
+            c.get(3).map(|m| m.as_str()).unwrap_or("")
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// The snippet files that could apply, in delivery order (`getPossibleScripts`).
+pub fn candidate_scripts(
+    view: &SiteView,
+    scriptdir: &str,
+    phase: &str,
+    classes: &[String],
+    envs: &[String],
+    devicescript: &str,
+) -> Vec<String> {
+    let phase = if view.fakelastphase.as_deref() == Some(phase) {
+        view.lastphase.clone().unwrap_or_default()
+    } else {
+        phase.to_string()
+    };
+    let mut allphases = vec![phase];
+    if view.phases.len() > 1 {
+        allphases.insert(0, "all".into());
+    }
+    let mut allclasses = classes.to_vec();
+    if view.cfg.classes.len() > 1 {
+        allclasses.insert(0, "all".into());
+    }
+    let mut allenvs = envs.to_vec();
+    allenvs.insert(0, devicescript.to_string());
+    if view.cfg.environments.len() > 1 {
+        allenvs.insert(0, "all".into());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for p in &allphases {
+        for c in &allclasses {
+            for e in &allenvs {
+                let f = format!(
+                    "{scriptdir}/{}-{}-{}.txt",
+                    p.to_lowercase(),
+                    c.to_lowercase(),
+                    e.to_lowercase()
+                );
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The CHECK serial: md5 over the pre-snippet, every trimmed non-empty script line, and the
+/// post-snippet.
+pub fn files_signature(pre: &[String], files: &[(String, ScriptFile)], post: &[String]) -> String {
+    let mut h = Md5::new();
+    h.update(pre.concat().as_bytes());
+    for (_, f) in files {
+        if let Ok(text) = &f.content {
+            for line in text.split('\n') {
+                let l = line.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'));
+                if !l.is_empty() {
+                    h.update(l.as_bytes());
+                }
+            }
+        }
+    }
+    h.update(post.concat().as_bytes());
+    format!("{:x}", h.finalize())
+}
+
+/// A serial is used in file names and as the state key: letters, digits, `-`, `_`, `.`, `:`,
+/// at most 64 characters, no `..`.
+pub fn check_serial(sn: &str) -> Result<(), String> {
+    if sn.is_empty() {
+        return Err("empty (the update URL must carry sn=#m)".into());
+    }
+    if sn.len() > 64 {
+        return Err("longer than 64 characters".into());
+    }
+    if sn.contains("..") || !sn.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        return Err("only letters, digits, '-', '_', '.' and ':' are allowed (expected e.g. 00-90-33-30-00-af)".into());
+    }
+    Ok(())
+}
+
+/// A device type becomes part of snippet and firmware file names.
+pub fn check_type(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 64 || t.contains("..") || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
+        return Err("expected a model name such as IP232 (letters, digits, '-', '_', '.', '+')".into());
+    }
+    Ok(())
 }

@@ -12,13 +12,14 @@
 
 pub mod backup;
 pub mod boxinfo;
+mod certs;
 pub mod engine;
 pub mod php;
 pub mod url;
 
 pub use engine::plan_update;
 
-use crate::state::DeviceState;
+pub use crate::state::DeviceState;
 
 /// What the engine needs to know about one HTTP request.
 #[derive(Debug, Clone, Default)]
