@@ -243,7 +243,18 @@ fn check(dir: &Path) -> Result<()> {
 
 fn import(php_dir: &Path, site_dir: &Path) -> Result<()> {
     let report = autoprov_core::import::import_innovaphone(php_dir, site_dir)?;
-    println!("{report}");
+    for src in &report.sources {
+        println!("read    {}", src.display());
+    }
+    for c in &report.copied {
+        println!("copied  {} -> {} ({} files)", c.from.display(), c.to.display(), c.files);
+    }
+    for w in &report.written {
+        println!("wrote   {}", w.display());
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
     println!("autoprov: imported {} into {}", php_dir.display(), site_dir.display());
     Ok(())
 }
@@ -290,10 +301,11 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let site2 = site.clone();
+    let site = std::sync::Arc::new(site);
+    let handle = tokio::runtime::Handle::current();
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut ports = autoprov_server::SitePorts::new(&site2, tokio::runtime::Handle::current());
-        plan_update(&site2, &req, state, now, &mut ports)
+        let mut ports = autoprov_server::SitePorts::standalone(site.clone(), handle);
+        plan_update(&site, &req, state, now, &mut ports)
     })
     .await
     .context("simulation failed")?;

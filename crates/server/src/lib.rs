@@ -1,1 +1,94 @@
-//! placeholder
+//! autoprov-server: the HTTP edge of autoprov.
+//!
+//! This crate turns HTTP requests into calls of the domain (`autoprov-core`) and the device
+//! database (`autoprov-store`), and the answers back into HTTP responses:
+//!
+//! * [`update`]: the innovaphone update script (`/update.php`, `<prefix>/update.php`, the
+//!   clean path), which runs [`autoprov_core::innovaphone::plan_update`];
+//! * [`uploads`]: what devices PUT back (`mode=backup|query|vardump|upload`);
+//! * [`fw`]: firmware files under `SITE/fw/`;
+//! * [`ports`]: [`SitePorts`], the engine's view of the outside world (snippet files, the
+//!   master device in [`master`], templates and the external hook in [`hook`]);
+//! * [`listen`]: binding listeners and running the server until shutdown.
+//!
+//! Architecture invariant: only this crate knows HTTP. Decisions about devices stay in
+//! `autoprov-core`; SQL stays in `autoprov-store`. Request input never panics the server and
+//! never reaches the file system unchecked (see [`fsutil`]).
+
+pub mod app;
+pub mod fsutil;
+pub mod fw;
+pub mod hook;
+pub mod listen;
+pub mod master;
+pub mod ports;
+pub mod respond;
+pub mod update;
+pub mod uploads;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+pub use app::{AppState, ListenerInfo, MasterCache};
+pub use listen::{bind, serve, Bound};
+pub use ports::SitePorts;
+
+/// Problems starting or running the server. Request-level problems never become a
+/// `ServerError`; they are answered on the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source} (is another process using the port, or is the address not on this machine?)")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no listen address given: pass at least one address (e.g. 0.0.0.0:8080)")]
+    NoListeners,
+    #[error("listener {addr} failed: {source}")]
+    Serve {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The application's routes. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so handlers see the peer address;
+/// [`Bound::run`] does that and also tells handlers the local address of each listener.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+/// Route by path shape: `<anything>/update.php` and the clean path run the update script,
+/// `<anything>/fw/...` serves firmware, everything else is 404.
+async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    if update::is_update_path(&path, &app.site().config.server.clean_path) {
+        return update::handle(app, req).await;
+    }
+    if let Some(rest) = fw::firmware_rest(&path) {
+        return fw::serve(app, rest.to_string(), req).await;
+    }
+    respond::text(
+        axum::http::StatusCode::NOT_FOUND,
+        format!("# no such resource: {path}\r\n"),
+    )
+}
+
+/// `GET /healthz`: 200 `ok` when the device database answers, 503 otherwise.
+async fn health(State(app): State<AppState>) -> Response {
+    match app.store().health().await {
+        Ok(()) => respond::text(axum::http::StatusCode::OK, "ok".to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            respond::text(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("device database unavailable: {e}"),
+            )
+        }
+    }
+}

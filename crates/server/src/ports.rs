@@ -1,0 +1,142 @@
+//! [`SitePorts`]: the engine's [`Ports`] for a real site directory.
+//!
+//! Snippet files and certificate files are read from the site directory (paths that would
+//! leave it are treated as missing); the master lookup is [`crate::master`]; dynamic snippets
+//! are [`crate::hook`]. Used by the server and by `autoprov simulate`.
+//!
+//! The methods are synchronous and block on a tokio runtime handle for network and process
+//! I/O: call them on a blocking thread (`tokio::task::spawn_blocking` or a plain thread),
+//! never from inside an async task. No decisions are taken here.
+
+use std::io::ErrorKind;
+use std::sync::Arc;
+
+use autoprov_core::innovaphone::{DynamicSnippets, MasterLookup, Ports, ScriptFile};
+use autoprov_core::{DeviceState, Site};
+
+use crate::app::MasterCache;
+use crate::fsutil::{decode_text, mtime_secs};
+
+pub struct SitePorts {
+    site: Arc<Site>,
+    runtime: tokio::runtime::Handle,
+    http: reqwest::Client,
+    master: MasterCache,
+}
+
+impl SitePorts {
+    pub fn new(
+        site: Arc<Site>,
+        runtime: tokio::runtime::Handle,
+        http: reqwest::Client,
+        master: MasterCache,
+    ) -> SitePorts {
+        SitePorts {
+            site,
+            runtime,
+            http,
+            master,
+        }
+    }
+
+    /// Ports with their own HTTP client and master cache handle (for `autoprov simulate`).
+    pub fn standalone(site: Arc<Site>, runtime: tokio::runtime::Handle) -> SitePorts {
+        SitePorts::new(
+            site,
+            runtime,
+            reqwest::Client::new(),
+            MasterCache::default(),
+        )
+    }
+}
+
+/// Read a snippet file: `None` when missing, its content as UTF-8 or (otherwise) ISO-8859-1,
+/// or the reason it exists but cannot be read.
+pub fn read_script(site: &Site, rel: &str) -> Option<ScriptFile> {
+    let path = site.path(rel)?;
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+            return None
+        }
+        Err(e) => {
+            return Some(ScriptFile {
+                mtime: 0,
+                content: Err(e.to_string()),
+            })
+        }
+    };
+    let mtime = mtime_secs(&meta);
+    if meta.is_dir() {
+        return Some(ScriptFile {
+            mtime,
+            content: Err("is a directory".to_string()),
+        });
+    }
+    let content = std::fs::read(&path)
+        .map(decode_text)
+        .map_err(|e| e.to_string());
+    Some(ScriptFile { mtime, content })
+}
+
+impl Ports for SitePorts {
+    fn script(&mut self, rel_path: &str) -> Option<ScriptFile> {
+        read_script(&self.site, rel_path)
+    }
+
+    fn master(&mut self) -> MasterLookup {
+        crate::master::lookup(
+            &self.site,
+            &self.runtime,
+            &self.http,
+            &self.master,
+            crate::app::now(),
+        )
+    }
+
+    fn dynamic(&mut self, state: &DeviceState) -> Result<DynamicSnippets, String> {
+        crate::hook::dynamic(&self.site, &self.runtime, &self.http, state)
+    }
+
+    fn file_exists(&mut self, rel_path: &str) -> bool {
+        self.site.path(rel_path).is_some_and(|p| p.exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(dir: &std::path::Path) -> Site {
+        Site {
+            dir: dir.to_path_buf(),
+            config: autoprov_core::SiteConfig::default(),
+        }
+    }
+
+    #[test]
+    fn scripts() {
+        let t = tempfile::tempdir().unwrap();
+        let s = site(t.path());
+        std::fs::create_dir_all(t.path().join("scripts/sub")).unwrap();
+        std::fs::write(t.path().join("scripts/a.txt"), "config add X\r\n").unwrap();
+        std::fs::write(t.path().join("scripts/l1.txt"), [b'n', 0xe4, b'\n']).unwrap();
+        let a = read_script(&s, "scripts/a.txt").unwrap();
+        assert_eq!(a.content.unwrap(), "config add X\r\n");
+        assert!(a.mtime > 0);
+        assert_eq!(
+            read_script(&s, "scripts/l1.txt").unwrap().content.unwrap(),
+            "nä\n"
+        );
+        assert!(read_script(&s, "scripts/none.txt").is_none());
+        assert!(read_script(&s, "../etc/passwd").is_none());
+        assert!(read_script(&s, "scripts/sub").unwrap().content.is_err());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut p = SitePorts::standalone(Arc::new(s), rt.handle().clone());
+        assert!(p.file_exists("scripts/a.txt"));
+        assert!(!p.file_exists("scripts/b.txt"));
+        assert!(!p.file_exists("/etc/passwd"));
+    }
+}

@@ -1,0 +1,136 @@
+//! The innovaphone update-script route: `/update.php`, `<prefix>/update.php` (any depth) and
+//! the clean path (`server.clean_path`), for GET, HEAD and POST alike.
+//!
+//! A request with `mode` in its query string goes to [`crate::uploads`] first, as the
+//! reference does. Otherwise the HTTP request becomes an [`UpdateRequest`], the device state
+//! is loaded (when state tracking is on and `sn` is given), the engine
+//! ([`autoprov_core::innovaphone::plan_update`]) runs on a blocking thread with
+//! [`crate::SitePorts`], and its body is sent back. This module takes no decision about the
+//! device: it translates and records.
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use autoprov_core::innovaphone::{plan_update, UpdateRequest};
+
+use crate::app::{now, AppState};
+use crate::respond::{self, ConnFacts};
+
+/// Whether `path` is served by the update script.
+pub fn is_update_path(path: &str, clean_path: &str) -> bool {
+    if path == "/update.php" || path.ends_with("/update.php") {
+        return true;
+    }
+    let clean = clean_path.trim_end_matches('/');
+    !clean.is_empty() && path.trim_end_matches('/') == clean
+}
+
+pub async fn handle(app: AppState, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    let args = UpdateRequest::parse_query(&query);
+    if let Some(mode) = crate::uploads::mode_of(&args) {
+        let mode = mode.to_string();
+        return crate::uploads::handle(app, &mode, args, parts, body).await;
+    }
+    let facts = ConnFacts::of(&parts);
+    let req = UpdateRequest {
+        args,
+        https: facts.https,
+        server_port: facts.local.map(|a| a.port()),
+        host: facts.host,
+        path: parts.uri.path().to_string(),
+        peer_ip: facts.peer_ip,
+        forwarded_for: facts.forwarded_for,
+        client_cert: None,
+    };
+    run(app, req).await
+}
+
+/// Run the engine for one request and record its result.
+pub async fn run(app: AppState, req: UpdateRequest) -> Response {
+    let now = now();
+    let status_on = app.site().config.status.enabled;
+    let sn = req.arg("sn").filter(|s| !s.is_empty()).map(str::to_string);
+    let tracked = sn.as_deref().filter(|_| status_on);
+
+    // Hold the device's lock from load to save so concurrent requests do not lose updates.
+    let _guard = match tracked {
+        Some(sn) => Some(app.lock_device(sn).await),
+        None => None,
+    };
+    let state = match tracked {
+        Some(sn) => match app.store().load(sn).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(sn, error = %e, "cannot load device state");
+                return respond::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("# device database unavailable, try again later: {e} - exit\r\n"),
+                );
+            }
+        },
+        None => None,
+    };
+
+    let runtime = tokio::runtime::Handle::current();
+    let mut ports = app.ports(runtime);
+    let site = app.site_arc();
+    let engine_req = req.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        plan_update(&site, &engine_req, state, now, &mut ports)
+    })
+    .await;
+    let outcome = match joined {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(sn = sn.as_deref().unwrap_or(""), error = %e, "update engine failed");
+            return respond::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "# internal error while building the update script - exit\r\n".into(),
+            );
+        }
+    };
+
+    tracing::info!(
+        sn = sn.as_deref().unwrap_or(""),
+        r#type = req.arg("type").unwrap_or(""),
+        phase = req.arg("phase").unwrap_or(""),
+        peer = %req.peer_ip,
+        error = outcome.error.as_deref().unwrap_or(""),
+        "update script"
+    );
+
+    if let (Some(state), true) = (&outcome.state, status_on) {
+        if let Err(e) = app.store().save(state).await {
+            tracing::error!(sn = %state.sn, error = %e, "cannot save device state");
+        }
+    }
+    drop(_guard);
+    app.maybe_expire(now).await;
+    respond::text(StatusCode::OK, outcome.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let clean = "/innovaphone/update";
+        for p in [
+            "/update.php",
+            "/upd/update.php",
+            "/mtls/upd/update.php",
+            "/innovaphone/update",
+            "/innovaphone/update/",
+        ] {
+            assert!(is_update_path(p, clean), "{p}");
+        }
+        for p in ["/", "/update.phpx", "/fw/update", "/innovaphone/updates"] {
+            assert!(!is_update_path(p, clean), "{p}");
+        }
+        assert!(!is_update_path("/", ""));
+    }
+}

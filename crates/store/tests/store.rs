@@ -1,0 +1,430 @@
+//! Integration tests of `autoprov-store` against real SQLite files in temporary directories.
+//!
+//! They check persistence only (round-trips, cascades, errors); device logic is tested in
+//! `autoprov-core`.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use autoprov_core::state::{
+    BootState, DeliveredScript, DeviceInfo, DeviceState, FirmwareState, Message, QueryResult,
+};
+use autoprov_store::{Store, StoreError, StoreOptions};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("autoprov.db")
+}
+
+/// A state with every field set, lists out of alphabetical order and awkward text.
+fn full_state(sn: &str) -> DeviceState {
+    DeviceState {
+        sn: sn.to_string(),
+        seen: 1_700_000_123,
+        phase: Some("fw".into()),
+        nextphase: Some("config".into()),
+        skipnext: Some(-1),
+        requested: Some("13r2 sr5 bootcode".into()),
+        device: DeviceInfo {
+            device_type: Some("IP232".into()),
+            classes: Some("phone, IP232, IP2xx".into()),
+            ip: Some("192.0.2.10".into()),
+            rp: true,
+            proxy: Some("10.0.0.1".into()),
+            realip: Some("172.16.0.7".into()),
+            hwid: Some("IP232-30-00-af".into()),
+            phase: Some("scripts".into()),
+            environments: Some("prod, lab".into()),
+            backup: Some(1_699_999_000),
+            certstat: Some("ok: CN=\"Ünïcødé\" <x>".into()),
+            request_downloaded: Some("13r2/ip232.bin".into()),
+            vars: vec![("zeta".into(), 5), ("alpha".into(), -7), ("mid".into(), 0)],
+        },
+        firmware: FirmwareState {
+            build: Some("138725".into()),
+            requested: Some("138800".into()),
+            requested_at: Some(1_700_000_100),
+        },
+        bootcode: BootState {
+            build: Some("138000".into()),
+            requested_at: Some(0),
+        },
+        msgs: vec![
+            Message {
+                time: 30,
+                msg: String::new(),
+            },
+            Message {
+                time: 10,
+                msg: "b: firmware requested".into(),
+            },
+            Message {
+                time: 20,
+                msg: "a: 'quoted' \"twice\" — ünïcødé ✓".into(),
+            },
+            Message {
+                time: 10,
+                msg: "b: firmware requested".into(),
+            },
+        ],
+        scripts: vec![
+            DeliveredScript {
+                filename: "z-last.txt".into(),
+                delivered: 100,
+                version: 99,
+            },
+            DeliveredScript {
+                filename: "a-first.txt".into(),
+                delivered: 200,
+                version: -3,
+            },
+        ],
+        queries: vec![
+            QueryResult {
+                id: "reg".into(),
+                seen: 300,
+                body: "<info><sys name=\"Ünïcødé 'x'\" v='1'>&amp;ä€</sys></info>".into(),
+            },
+            QueryResult {
+                id: "cfg".into(),
+                seen: 301,
+                body: "<?xml version=\"1.0\"?>\n<a b=\"&quot;\">日本語</a>".into(),
+            },
+        ],
+    }
+}
+
+#[tokio::test]
+async fn full_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).await.unwrap();
+    let s = full_state("00-90-33-30-00-af");
+    store.save(&s).await.unwrap();
+    let back = store.load(&s.sn).await.unwrap().expect("device stored");
+    assert_eq!(back, s);
+
+    // save after load round-trips exactly
+    store.save(&back).await.unwrap();
+    assert_eq!(store.load(&s.sn).await.unwrap().unwrap(), s);
+
+    // a minimal state keeps its Nones and empty lists
+    let bare = DeviceState::new("00-90-33-00-00-01", 5);
+    store.save(&bare).await.unwrap();
+    assert_eq!(store.load(&bare.sn).await.unwrap().unwrap(), bare);
+
+    assert_eq!(store.load("unknown").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn save_twice_replaces_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).await.unwrap();
+    let mut s = full_state("sn1");
+    store.save(&s).await.unwrap();
+
+    s.msgs.drain(..2);
+    s.add_msg("new", 400);
+    s.device.vars = vec![("only".into(), 1)];
+    s.scripts.clear();
+    s.set_query("reg", "<new/>", 500);
+    s.device.rp = false;
+    s.phase = None;
+    s.firmware.requested_at = None;
+    store.save(&s).await.unwrap();
+
+    let back = store.load("sn1").await.unwrap().unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.queries.last().unwrap().body, "<new/>");
+    assert!(back.scripts.is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_keys_in_lists_keep_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).await.unwrap();
+    let mut s = DeviceState::new("dup", 1);
+    s.queries = vec![
+        QueryResult {
+            id: "q".into(),
+            seen: 1,
+            body: "old".into(),
+        },
+        QueryResult {
+            id: "other".into(),
+            seen: 2,
+            body: "x".into(),
+        },
+        QueryResult {
+            id: "q".into(),
+            seen: 3,
+            body: "new".into(),
+        },
+    ];
+    store.save(&s).await.unwrap();
+    let back = store.load("dup").await.unwrap().unwrap();
+    assert_eq!(back.queries, s.queries[1..].to_vec());
+}
+
+#[tokio::test]
+async fn list_is_ordered_with_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).await.unwrap();
+    let b = full_state("b");
+    let a = full_state("a");
+    let mut c = DeviceState::new("c", 9);
+    c.add_msg("", 9);
+    for s in [&b, &c, &a] {
+        store.save(s).await.unwrap();
+    }
+    let all = store.list().await.unwrap();
+    assert_eq!(all, vec![a, b, c]);
+}
+
+#[tokio::test]
+async fn touch_expire_and_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&db(&dir)).await.unwrap();
+    for (sn, seen) in [("old1", 100), ("old2", 199), ("new", 200)] {
+        let mut s = full_state(sn);
+        s.seen = seen;
+        store.save(&s).await.unwrap();
+    }
+    assert!(store.touch("old2", 500).await.unwrap());
+    assert!(!store.touch("nobody", 500).await.unwrap());
+    assert_eq!(store.load("old2").await.unwrap().unwrap().seen, 500);
+
+    assert_eq!(store.expire(200).await.unwrap(), 1);
+    assert_eq!(store.load("old1").await.unwrap(), None);
+    assert_eq!(store.expire(200).await.unwrap(), 0);
+    let left: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.sn)
+        .collect();
+    assert_eq!(left, ["new", "old2"]);
+
+    assert!(store.delete("new").await.unwrap());
+    assert!(!store.delete("new").await.unwrap());
+    store.close().await;
+
+    // children went with their devices (checked on the raw file)
+    let mut conn = SqliteConnectOptions::new()
+        .filename(db(&dir))
+        .connect()
+        .await
+        .unwrap();
+    for table in [
+        "device_vars",
+        "device_messages",
+        "device_scripts",
+        "device_queries",
+    ] {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE sn <> 'old2'");
+        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.unwrap();
+        assert_eq!(n, 0, "orphans left in {table}");
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE sn = 'old2'");
+        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.unwrap();
+        assert!(n > 0, "old2 lost rows in {table}");
+    }
+}
+
+#[tokio::test]
+async fn reopen_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let s = full_state("keep");
+    {
+        let store = Store::open(&path).await.unwrap();
+        store.save(&s).await.unwrap();
+        store.meta_set("last_cleanup", "1700000000").await.unwrap();
+        store.meta_set("last_cleanup", "1700000500").await.unwrap();
+        store.close().await;
+    }
+    let mut raw = SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    raw.close().await.unwrap();
+    for _ in 0..2 {
+        let store = Store::open(&path).await.unwrap();
+        store.health().await.unwrap();
+        assert_eq!(store.load("keep").await.unwrap().unwrap(), s);
+        assert_eq!(
+            store.meta_get("last_cleanup").await.unwrap().as_deref(),
+            Some("1700000500")
+        );
+        assert_eq!(store.meta_get("missing").await.unwrap(), None);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn missing_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no").join("such").join("autoprov.db");
+    let err = Store::open(&path).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, StoreError::CannotOpen { .. }),
+        "unexpected {err:?}"
+    );
+    assert!(text.contains("cannot open database file"), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(!path.parent().unwrap().exists());
+}
+
+#[tokio::test]
+async fn directory_in_place_of_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Store::open(dir.path()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::CannotOpen { .. }),
+        "unexpected {err:?}"
+    );
+    assert!(err.to_string().contains("is a directory"), "{err}");
+}
+
+#[tokio::test]
+async fn locked_database_is_reported_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let opts = StoreOptions {
+        busy_timeout: Duration::from_millis(200),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&path, &opts).await.unwrap();
+    store.save(&full_state("x")).await.unwrap();
+
+    // another process holds the write lock
+    let mut other = SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE devices SET seen = 1")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let err = store.save(&full_state("y")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Locked { .. }),
+        "unexpected {err:?}"
+    );
+    assert!(err.is_locked());
+    let text = err.to_string();
+    assert!(text.contains("locked"), "{text}");
+    assert!(text.contains(&path.display().to_string()), "{text}");
+
+    let err = store.touch("x", 5).await.unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+
+    // once the other side lets go, writes work again
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    other.close().await.unwrap();
+    store.save(&full_state("y")).await.unwrap();
+    assert_eq!(store.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn garbage_file_is_reported_as_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+    let err = Store::open(&path).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Damaged { .. }),
+        "unexpected {err:?}"
+    );
+    assert!(err.to_string().contains("is damaged"), "{err}");
+}
+
+#[tokio::test]
+async fn odd_values_written_by_others_do_not_break_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = Store::open(&path).await.unwrap();
+    store.save(&DeviceState::new("odd", 1)).await.unwrap();
+
+    let mut other = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE devices SET seen = 'yesterday', skipnext = -42, backup = '17', \
+         fw_requested_at = 12.9, rp = 'x', phase = X'C3BC6265', hwid = 7 WHERE sn = 'odd'",
+        "INSERT INTO device_messages (sn, time, msg) VALUES ('odd', -5, 12)",
+        "INSERT INTO device_queries (sn, id, seen, body, pos) VALUES ('odd', 'q', 'soon', 'b', 0)",
+        "INSERT INTO meta (key, value) VALUES ('n', 5)",
+    ] {
+        sqlx::query(sql).execute(&mut other).await.unwrap();
+    }
+    other.close().await.unwrap();
+
+    let s = store.load("odd").await.unwrap().unwrap();
+    assert_eq!(s.seen, 0);
+    assert_eq!(s.skipnext, Some(-42));
+    assert_eq!(s.device.backup, Some(17));
+    assert_eq!(s.firmware.requested_at, Some(12));
+    assert!(!s.device.rp);
+    assert_eq!(s.phase.as_deref(), Some("übe"));
+    assert_eq!(s.device.hwid.as_deref(), Some("7"));
+    assert_eq!(
+        s.msgs,
+        vec![Message {
+            time: -5,
+            msg: "12".into()
+        }]
+    );
+    assert_eq!(s.queries[0].seen, 0);
+    assert_eq!(store.meta_get("n").await.unwrap().as_deref(), Some("5"));
+    assert_eq!(store.list().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn memory_store_works() {
+    let store = Store::open_memory().await.unwrap();
+    let s = full_state("mem");
+    store.save(&s).await.unwrap();
+    store.health().await.unwrap();
+    assert_eq!(store.load("mem").await.unwrap().unwrap(), s);
+    assert_eq!(store.path(), ":memory:");
+}
+
+/// Handlers run on a multi-threaded runtime: every store future must be `Send`.
+#[allow(dead_code)]
+fn futures_are_send(store: &Store, s: &DeviceState) {
+    fn send<T: Send>(_: T) {}
+    send(Store::open(std::path::Path::new("x")));
+    send(store.load("x"));
+    send(store.save(s));
+    send(store.list());
+    send(store.delete("x"));
+    send(store.touch("x", 1));
+    send(store.expire(1));
+    send(store.meta_get("k"));
+    send(store.meta_set("k", "v"));
+    send(store.health());
+    fn sync_clone<T: Send + Sync + Clone + 'static>() {}
+    sync_clone::<Store>();
+    sync_clone::<StoreOptions>();
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<StoreError>();
+}

@@ -1,0 +1,298 @@
+//! Test harness: a real server on 127.0.0.1:0 with a fresh site directory and a fresh SQLite
+//! database per test, and a simulated innovaphone device that follows the scripts it gets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use autoprov_core::Site;
+use autoprov_store::Store;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Write a snippet and date it `age` seconds back.
+pub fn write_script(site: &Path, name: &str, text: &str, age: u64) {
+    let p = site.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(age)).unwrap();
+}
+
+/// The configuration of the reference's golden scenario a.
+pub const SCENARIO_A: &str = r#"
+[master]
+info = "none"
+firmware = "137640"
+bootcode = "firmware"
+
+[status]
+enabled = true
+
+[backup]
+dir = "backup"
+
+[times]
+grace = 0
+
+[[phases]]
+id = "staging"
+seq = 100
+
+[[phases]]
+id = "update"
+seq = 200
+
+[[environments]]
+id = "default"
+
+[[environments]]
+id = "hq"
+implies = ["default"]
+"#;
+
+/// The snippets of scenario a, two days old as in the reference capture.
+pub fn scenario_a_scripts(site: &Path) {
+    let age = 172_801;
+    write_script(
+        site,
+        "scripts/staging-all-default.txt",
+        "# staging: set admin password\nconfig add CMD0 /user admin,s3cret\nconfig activate\nconfig rem CMD0 /user\n",
+        age,
+    );
+    write_script(site, "scripts/update-phone-default.txt", "config add CMD0 /name This+is+a+Phone%21\n", age);
+    write_script(site, "scripts/update-all-hq.txt", "config add PHONE SIG /coder OPUS-WB,20,k1\n", age);
+}
+
+impl TestApp {
+    /// Start a server on a new site with this configuration; `prepare` adds files first.
+    pub async fn spawn(toml: &str, prepare: impl FnOnce(&Path)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("autoprov.toml"), toml).unwrap();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        prepare(dir.path());
+        Self::start(dir).await
+    }
+
+    /// Start a server on an existing site directory.
+    pub async fn start(dir: tempfile::TempDir) -> TestApp {
+        let site = Site::load(dir.path()).expect("site loads");
+        let store = Store::open(&dir.path().join(&site.config.server.database))
+            .await
+            .expect("store opens");
+        let state = autoprov_server::AppState::new(site, store.clone());
+        let bound = autoprov_server::bind(&["127.0.0.1:0".parse().unwrap()])
+            .await
+            .expect("bind");
+        let addr = bound.local_addrs()[0];
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = bound
+                .run(state, async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        TestApp {
+            addr,
+            dir,
+            store,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn site(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, String) {
+        let r = self.client.get(self.url(path_and_query)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    pub async fn put(&self, path_and_query: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = self.client.put(self.url(path_and_query)).body(body).send().await.expect("PUT");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+}
+
+/// A simulated innovaphone device: it keeps its update URL, firmware, boot code and CHECK
+/// variable, and follows the commands of each script the way the device firmware does.
+pub struct Device {
+    pub url: String,
+    pub device_type: String,
+    pub sn: String,
+    pub hwid: String,
+    pub ip: String,
+    pub prot: Option<String>,
+    pub boot: Option<String>,
+    pub check: Option<String>,
+    pub resets: u32,
+}
+
+impl Device {
+    pub fn new(url: &str) -> Device {
+        Device {
+            url: url.to_string(),
+            device_type: "IP232".into(),
+            sn: "00-90-33-30-00-af".into(),
+            hwid: "IP232-30-00-af".into(),
+            ip: "10.0.0.5".into(),
+            prot: None,
+            boot: None,
+            check: None,
+            resets: 0,
+        }
+    }
+
+    /// The URL as the device requests it: placeholders expanded, update serials appended.
+    pub fn request_url(&self) -> String {
+        let mut u = self
+            .url
+            .replace("#t", &self.device_type)
+            .replace("#m", &self.sn)
+            .replace("#h", &self.hwid)
+            .replace("#i", &self.ip);
+        for (k, v) in [("PROT", &self.prot), ("BOOT", &self.boot), ("CHECK", &self.check)] {
+            if let Some(v) = v {
+                u.push(if u.contains('?') { '&' } else { '?' });
+                u.push_str(&format!("{k}={v}"));
+            }
+        }
+        u
+    }
+
+    /// Poll once and execute the script. Returns the script.
+    pub async fn poll(&mut self, client: &reqwest::Client) -> String {
+        let body = client
+            .get(self.request_url())
+            .header("User-Agent", "innovaphone-IP232/137640")
+            .send()
+            .await
+            .expect("poll")
+            .text()
+            .await
+            .unwrap();
+        self.execute(&body);
+        body
+    }
+
+    fn execute(&mut self, script: &str) {
+        let mut need_reset = false;
+        for line in script.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let w: Vec<&str> = line.split(' ').collect();
+            match w.as_slice() {
+                ["config", "add", "UP1", "/url", enc] => {
+                    self.url = percent_decode(enc);
+                }
+                ["mod", "cmd", "UP1", "check", "ser", serial] => {
+                    if self.check.as_deref() == Some(*serial) {
+                        return; // the device stops the script here
+                    }
+                    self.check = Some(serial.to_string());
+                }
+                ["mod", "cmd", "UP0", "prot", _url, "ser", build] => {
+                    if self.prot.as_deref() != Some(*build) {
+                        self.prot = Some(build.to_string());
+                        need_reset = true;
+                    }
+                }
+                ["mod", "cmd", "UP0", "boot", _url, "ser", build] => {
+                    if self.boot.as_deref() != Some(*build) {
+                        self.boot = Some(build.to_string());
+                        need_reset = true;
+                    }
+                }
+                ["iresetn"] if need_reset => {
+                    self.resets += 1;
+                    need_reset = false;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Compare a response with a reference capture, loosely where the reference depends on time
+/// or address: the capture's `127.0.0.1:<port>` is replaced by this server's address (raw and
+/// URL-encoded), and the numbers in "`<N>s old`" and "`: <N> days`" are replaced by `N`.
+pub fn assert_like_golden(actual: &str, golden_file: &str, addr: SocketAddr, golden_host: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("crates/core/tests/golden")
+        .join(golden_file);
+    let expected = std::fs::read_to_string(path).unwrap();
+    let expected = expected
+        .replace(golden_host, &addr.to_string())
+        .replace(&golden_host.replace(':', "%3A"), &addr.to_string().replace(':', "%3A"));
+    let norm = |s: &str| {
+        let re_old = regex_lite_replace(s, " old", 's');
+        re_old
+    };
+    assert_eq!(norm(actual), norm(&expected), "response differs from {golden_file}");
+}
+
+/// Replace `<digits><unit><suffix>` by `N<unit><suffix>` and ages like `: 2 days` by `: N days`,
+/// without a regex dependency.
+fn regex_lite_replace(s: &str, suffix: &str, unit: char) -> String {
+    let mut out = String::new();
+    for line in s.split("\r\n") {
+        let mut l = line.to_string();
+        if let Some(p) = l.find(&format!("{unit}{suffix}")) {
+            let start = l[..p].rfind(' ').map(|i| i + 1).unwrap_or(0);
+            if l[start..p].chars().all(|c| c.is_ascii_digit()) {
+                l = format!("{}N{}", &l[..start], &l[p..]);
+            }
+        }
+        if l.starts_with("# > ") {
+            if let Some(p) = l.rfind(": ") {
+                l = format!("{}: AGE", &l[..p]);
+            }
+        }
+        out.push_str(&l);
+        out.push_str("\r\n");
+    }
+    out
+}

@@ -1,0 +1,123 @@
+//! A device's life: first contact without arguments, staging, update phase, CHECK good —
+//! with the database checked at each step — and the reference captures over HTTP.
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn device_goes_from_first_contact_to_check_good() {
+    let app = TestApp::spawn(SCENARIO_A, scenario_a_scripts).await;
+    let sn = "00-90-33-30-00-af";
+    // The operator configures only the bare URL; the device calls it as is.
+    let mut dev = Device::new(&app.url("/upd/update.php"));
+
+    // 1. No arguments: the server rewrites the URL, nothing is stored (no sn yet).
+    let s = dev.poll(&app.client).await;
+    assert!(s.contains("# missing query args: type, sn, hwid, ip"), "{s}");
+    assert!(dev.url.contains("/upd/update.php?polling=5&phase=staging&type=#t&sn=#m&hwid=#h&ip=#i"), "{}", dev.url);
+    assert!(app.store.load(sn).await.unwrap().is_none());
+
+    // 2. First real contact: staging snippet, firmware, fast polling, next phase.
+    let s = dev.poll(&app.client).await;
+    assert!(s.contains("# begin script 'scripts/staging-all-default.txt'"), "{s}");
+    assert!(s.contains(&format!("mod cmd UP0 prot http://{}/upd/fw/137640/ ser 137640", app.addr)), "{s}");
+    assert!(dev.url.contains("phase=update"), "{}", dev.url);
+    assert_eq!(dev.prot.as_deref(), Some("137640"));
+    assert_eq!(dev.resets, 1);
+    let st = app.store.load(sn).await.unwrap().expect("state stored");
+    assert_eq!(st.device.phase.as_deref(), Some("staging"));
+    assert_eq!(st.phase.as_deref(), Some("staging"));
+    assert_eq!(st.nextphase.as_deref(), Some("update"));
+    assert_eq!(st.device.hwid.as_deref(), Some("IP232-30-00-af"));
+    assert_eq!(st.device.realip.as_deref(), Some("10.0.0.5"));
+    assert_eq!(st.device.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(st.firmware.requested.as_deref(), Some("137640"));
+    assert_eq!(st.requested.as_deref(), Some("137640bootcode"));
+    assert_eq!(st.scripts.len(), 1);
+    assert_eq!(st.scripts[0].filename, "scripts/staging-all-default.txt");
+    assert!(st.msgs.iter().any(|m| m.msg.starts_with("phase: staging")));
+
+    // 3. Update phase: the update snippets, slow polling, the CHECK serial.
+    let s = dev.poll(&app.client).await;
+    assert!(s.contains("# begin script 'scripts/update-phone-default.txt'"), "{s}");
+    assert!(s.contains("# firmware 137640 good"), "{s}");
+    assert!(s.contains("# turn off fast polling"), "{s}");
+    let check = dev.check.clone().expect("CHECK serial set");
+    let st = app.store.load(sn).await.unwrap().unwrap();
+    assert_eq!(st.device.phase.as_deref(), Some("update"));
+    assert_eq!(st.phase.as_deref(), Some("update"));
+    assert_eq!(st.nextphase, None);
+    assert_eq!(st.firmware.build.as_deref(), Some("137640"));
+    assert!(st.scripts.iter().any(|x| x.filename == "scripts/update-phone-default.txt"));
+
+    // 4. Unchanged snippets: nothing delivered, the CHECK serial is good.
+    let s = dev.poll(&app.client).await;
+    assert!(s.contains(&format!("# not delivering any snippets - CHECK serial {check} is good")), "{s}");
+    assert!(!s.contains("# begin script"), "{s}");
+    let seen_before = st.seen;
+    let st = app.store.load(sn).await.unwrap().unwrap();
+    assert!(st.seen >= seen_before);
+    assert_eq!(st.device.phase.as_deref(), Some("update"));
+
+    // 5. A snippet changes: delivered again (after the grace period, here 0 s).
+    write_script(&app.site(), "scripts/update-all-hq.txt", "config add PHONE SIG /coder G722,20,\n", 5);
+    let mut hq = Device::new(&dev.url);
+    hq.url = dev.url.clone() + "&env=hq";
+    hq.prot = dev.prot.clone();
+    hq.boot = dev.boot.clone();
+    hq.check = dev.check.clone();
+    let s = hq.poll(&app.client).await;
+    assert!(s.contains("config add PHONE SIG /coder G722,20,"), "{s}");
+    assert_ne!(hq.check, dev.check, "a changed snippet gives a new CHECK serial");
+}
+
+#[tokio::test]
+async fn reference_captures_over_http() {
+    let app = TestApp::spawn(SCENARIO_A, scenario_a_scripts).await;
+    let (_, a1) = app.get("/update.php").await;
+    assert_like_golden(&a1, "a1-no-args.txt", app.addr, "127.0.0.1:8091");
+    let dev = "type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5";
+    let (_, a2) = app.get(&format!("/update.php?{dev}")).await;
+    assert_like_golden(&a2, "a2-new-device-staging.txt", app.addr, "127.0.0.1:8091");
+    let (_, a3) = app
+        .get(&format!("/update.php?polling=5&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640"))
+        .await;
+    assert_like_golden(&a3, "a3-update-phase.txt", app.addr, "127.0.0.1:8091");
+    let md5 = a3.lines().find_map(|l| l.strip_prefix("mod cmd UP1 check ser ")).unwrap().trim();
+    let (_, a4) = app
+        .get(&format!("/update.php?polling=0&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}"))
+        .await;
+    assert_like_golden(&a4, "a4-check-good.txt", app.addr, "127.0.0.1:8091");
+}
+
+#[tokio::test]
+async fn prefix_and_clean_paths_answer_like_update_php() {
+    let app = TestApp::spawn(SCENARIO_A, scenario_a_scripts).await;
+    let q = "?type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5";
+    let (s1, plain) = app.get(&format!("/update.php{q}")).await;
+    let (s2, prefixed) = app.get(&format!("/mtls/update/update.php{q}")).await;
+    let (s3, clean) = app.get(&format!("/innovaphone/update{q}")).await;
+    assert_eq!((s1, s2, s3), (200, 200, 200));
+    // The base URL follows the path the device used.
+    assert!(prefixed.contains(&format!("http://{}/mtls/update/fw/137640/", app.addr)), "{prefixed}");
+    assert!(clean.contains(&format!("http://{}/innovaphone/fw/137640/", app.addr)), "{clean}");
+    assert_eq!(
+        plain.replace(&format!("{}/", app.addr), "H/").lines().count(),
+        prefixed.lines().count()
+    );
+}
+
+#[tokio::test]
+async fn firmware_is_served_under_every_prefix() {
+    let app = TestApp::spawn(SCENARIO_A, |site| {
+        std::fs::create_dir_all(site.join("fw/137640")).unwrap();
+        std::fs::write(site.join("fw/137640/ip232.bin"), b"FIRMWARE-BYTES").unwrap();
+    })
+    .await;
+    for p in ["/fw/137640/ip232.bin", "/upd/fw/137640/ip232.bin"] {
+        let r = app.client.get(app.url(p)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{p}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"FIRMWARE-BYTES");
+    }
+    let r = app.client.get(app.url("/fw/137640/missing.bin")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
