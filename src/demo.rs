@@ -61,7 +61,10 @@ pub fn create(dir: &Path) -> Result<()> {
     // The snippets are dated an hour back: they are not being edited, so the grace period
     // (which holds back snippets younger than `times.grace` seconds) does not apply.
     let past = SystemTime::now() - Duration::from_secs(3600);
-    for (name, text) in [("staging-all-default.txt", STAGING), ("update-all-default.txt", UPDATE)] {
+    for (name, text) in [
+        ("staging-all-default.txt", STAGING),
+        ("update-all-default.txt", UPDATE),
+    ] {
         let p = dir.join("scripts").join(name);
         write(&p, text)?;
         let f = std::fs::File::options().write(true).open(&p)?;

@@ -16,7 +16,11 @@ use autoprov_core::innovaphone::{plan_update, UpdateRequest};
 use autoprov_core::site::{Site, CONFIG_FILE};
 
 #[derive(Parser)]
-#[command(name = "autoprov", version, about = "Provisioning server for IP phones and gateways")]
+#[command(
+    name = "autoprov",
+    version,
+    about = "Provisioning server for IP phones and gateways"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -136,7 +140,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn load_site(dir: &Path) -> Result<Site> {
-    Site::load(dir).map_err(|e| anyhow::anyhow!("{e}\n(run `autoprov check --site {}` for details)", dir.display()))
+    Site::load(dir).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(run `autoprov check --site {}` for details)",
+            dir.display()
+        )
+    })
 }
 
 async fn open_store(site: &Site) -> Result<autoprov_store::Store> {
@@ -165,7 +174,10 @@ async fn serve(a: ServeArgs) -> Result<()> {
             .server
             .listen
             .iter()
-            .map(|s| s.parse().with_context(|| format!("[server] listen: '{s}' is not ADDR:PORT")))
+            .map(|s| {
+                s.parse()
+                    .with_context(|| format!("[server] listen: '{s}' is not ADDR:PORT"))
+            })
             .collect::<Result<_>>()?
     } else {
         a.listen.clone()
@@ -191,7 +203,10 @@ async fn serve(a: ServeArgs) -> Result<()> {
 fn local_ip() -> Option<std::net::IpAddr> {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     s.connect("192.0.2.1:9").ok()?;
-    s.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+    s.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
 }
 
 async fn shutdown_signal() {
@@ -215,8 +230,10 @@ async fn shutdown_signal() {
 
 fn check(dir: &Path) -> Result<()> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let (config, diags) = autoprov_core::validate::validate_text(&path.display().to_string(), &text);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let (config, diags) =
+        autoprov_core::validate::validate_text(&path.display().to_string(), &text);
     for d in &diags {
         println!("{d}");
     }
@@ -247,7 +264,12 @@ fn import(php_dir: &Path, site_dir: &Path) -> Result<()> {
         println!("read    {}", src.display());
     }
     for c in &report.copied {
-        println!("copied  {} -> {} ({} files)", c.from.display(), c.to.display(), c.files);
+        println!(
+            "copied  {} -> {} ({} files)",
+            c.from.display(),
+            c.to.display(),
+            c.files
+        );
     }
     for w in &report.written {
         println!("wrote   {}", w.display());
@@ -255,7 +277,11 @@ fn import(php_dir: &Path, site_dir: &Path) -> Result<()> {
     for w in &report.warnings {
         println!("warning: {w}");
     }
-    println!("autoprov: imported {} into {}", php_dir.display(), site_dir.display());
+    println!(
+        "autoprov: imported {} into {}",
+        php_dir.display(),
+        site_dir.display()
+    );
     Ok(())
 }
 
@@ -271,7 +297,10 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
     push("phase", a.phase.as_deref());
     push("type", Some(&a.device_type));
     push("sn", Some(&a.sn));
-    let hwid = a.hwid.clone().unwrap_or_else(|| default_hwid(&a.device_type, &a.sn));
+    let hwid = a
+        .hwid
+        .clone()
+        .unwrap_or_else(|| default_hwid(&a.device_type, &a.sn));
     push("hwid", Some(&hwid));
     push("ip", Some(&a.ip));
     push("env", a.env.as_deref());

@@ -12,12 +12,23 @@ async fn unknown_phase_and_environment() {
     let (s, r) = app.get(&format!("/update.php?{DEV}&phase=bogus")).await;
     assert_eq!(s, 200);
     assert!(r.ends_with("# invalid phase: 'bogus'\r\n"), "{r}");
-    assert!(!r.contains("config add UP1 /url"), "no rewrite on a bad phase: {r}");
-    let st = app.store.load("00-90-33-30-00-af").await.unwrap().expect("kept with the message");
+    assert!(
+        !r.contains("config add UP1 /url"),
+        "no rewrite on a bad phase: {r}"
+    );
+    let st = app
+        .store
+        .load("00-90-33-30-00-af")
+        .await
+        .unwrap()
+        .expect("kept with the message");
     assert!(st.msgs.iter().any(|m| m.msg == "invalid phase: 'bogus'"));
 
     let (_, r) = app.get(&format!("/update.php?{DEV}&env=hq,mars")).await;
-    assert!(r.ends_with("# invalid environment: 'mars' (hq,mars)\r\n"), "{r}");
+    assert!(
+        r.ends_with("# invalid environment: 'mars' (hq,mars)\r\n"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -25,14 +36,18 @@ async fn malformed_serial_is_refused_and_not_stored() {
     let app = TestApp::spawn(SCENARIO_A, scenario_a_scripts).await;
     for sn in ["..%2F..%2Fetc", "a%20b", "x%2Fy"] {
         let (s, r) = app
-            .get(&format!("/update.php?type=IP232&sn={sn}&hwid=IP232-1&ip=10.0.0.5"))
+            .get(&format!(
+                "/update.php?type=IP232&sn={sn}&hwid=IP232-1&ip=10.0.0.5"
+            ))
             .await;
         assert_eq!(s, 200);
         assert!(r.contains("# invalid sn '"), "{r}");
         assert!(r.trim_end().ends_with("- exit"), "{r}");
     }
     assert!(app.store.list().await.unwrap().is_empty());
-    let (_, r) = app.get("/update.php?type=..%2Fx&sn=00-90-33-30-00-af&hwid=h&ip=1").await;
+    let (_, r) = app
+        .get("/update.php?type=..%2Fx&sn=00-90-33-30-00-af&hwid=h&ip=1")
+        .await;
     assert!(r.contains("# invalid type '../x'"), "{r}");
 }
 
@@ -44,7 +59,10 @@ async fn missing_scripts_folder_still_answers() {
     .await;
     let (s, r) = app.get(&format!("/update.php?{DEV}")).await;
     assert_eq!(s, 200);
-    assert!(r.contains("# existing files (from scripts):\r\n\r\n"), "{r}");
+    assert!(
+        r.contains("# existing files (from scripts):\r\n\r\n"),
+        "{r}"
+    );
     assert!(r.contains("# end of all scripts"), "{r}");
 }
 
@@ -58,9 +76,15 @@ async fn unreadable_snippet_is_reported() {
     .await;
     let (s, r) = app.get(&format!("/update.php?{DEV}")).await;
     assert_eq!(s, 200);
-    assert!(r.contains("# cannot read script 'scripts/staging-phone-default.txt'"), "{r}");
+    assert!(
+        r.contains("# cannot read script 'scripts/staging-phone-default.txt'"),
+        "{r}"
+    );
     // The readable snippet is still delivered.
-    assert!(r.contains("# begin script 'scripts/staging-all-default.txt'"), "{r}");
+    assert!(
+        r.contains("# begin script 'scripts/staging-all-default.txt'"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -69,18 +93,35 @@ async fn oversized_upload_is_413_and_writes_nothing() {
     let app = TestApp::spawn(&toml, |_| {}).await;
     let big = "config change CMD0 /name x\r\n".repeat(200);
     let (s, r) = app
-        .put("/update.php?mode=backup&hwid=IP232-30-00-af&sn=00-90-33-30-00-af", big)
+        .put(
+            "/update.php?mode=backup&hwid=IP232-30-00-af&sn=00-90-33-30-00-af",
+            big,
+        )
         .await;
     assert_eq!(s, 413, "{r}");
-    assert!(!app.site().join("backup/IP232-30-00-af").exists() || std::fs::read_dir(app.site().join("backup/IP232-30-00-af")).unwrap().next().is_none());
+    assert!(
+        !app.site().join("backup/IP232-30-00-af").exists()
+            || std::fs::read_dir(app.site().join("backup/IP232-30-00-af"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
 }
 
 #[tokio::test]
 async fn upload_targets_cannot_leave_the_certificate_folder() {
     let toml = format!("{SCENARIO_A}\n[customcerts]\ndir = \"certs\"\n");
-    let app = TestApp::spawn(&toml, |site| std::fs::create_dir_all(site.join("certs")).unwrap()).await;
+    let app = TestApp::spawn(&toml, |site| {
+        std::fs::create_dir_all(site.join("certs")).unwrap()
+    })
+    .await;
     let body = "X509/REQUEST pb 3082\r\n";
-    for file in ["..%2Fescape.der", "%2Ftmp%2Fescape.der", "certs%2F..%2F..%2Fescape.der", "certs%2Fx.php"] {
+    for file in [
+        "..%2Fescape.der",
+        "%2Ftmp%2Fescape.der",
+        "certs%2F..%2F..%2Fescape.der",
+        "certs%2Fx.php",
+    ] {
         let (s, r) = app
             .put(&format!("/update.php?mode=vardump&sn=00-90-33-30-00-af&var=X509/REQUEST&file={file}&proc=var2bin"), body)
             .await;
@@ -95,7 +136,10 @@ async fn upload_targets_cannot_leave_the_certificate_folder() {
         .put("/update.php?mode=vardump&sn=00-90-33-30-00-af&var=X509/REQUEST&file=certs%2F00-90-33-30-00-af-request.p10.der&proc=var2bin", body)
         .await;
     assert_eq!(s, 200, "{r}");
-    assert_eq!(std::fs::read(app.site().join("certs/00-90-33-30-00-af-request.p10.der")).unwrap(), vec![0x30, 0x82]);
+    assert_eq!(
+        std::fs::read(app.site().join("certs/00-90-33-30-00-af-request.p10.der")).unwrap(),
+        vec![0x30, 0x82]
+    );
 }
 
 #[tokio::test]
@@ -115,7 +159,10 @@ async fn master_that_times_out_gives_a_clear_message() {
     let app = TestApp::spawn(&toml, |_| {}).await;
     let t0 = Instant::now();
     let (s, r) = app.get(&format!("/update.php?{DEV}")).await;
-    assert!(t0.elapsed() < Duration::from_secs(5), "bounded by the timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "bounded by the timeout"
+    );
     assert_eq!(s, 200);
     assert!(r.contains("# cannot get PBX info: "), "{r}");
     assert!(r.trim_end().ends_with("- exit"), "{r}");
@@ -128,8 +175,12 @@ async fn master_that_times_out_gives_a_clear_message() {
         r#"<info><sys version="IP6010[13r2 [137640]], Bootcode[137641], Hardware[108]"/></info>"#,
     )
     .unwrap();
-    let f = std::fs::File::options().write(true).open(app.site().join("cache/master-info.xml")).unwrap();
-    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(app.site().join("cache/master-info.xml"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
     let (_, r) = app.get(&format!("/update.php?{DEV}")).await;
     assert!(r.contains("mod cmd UP0 prot "), "{r}");
     assert!(r.contains(" ser 137640\r\n"), "{r}");

@@ -11,23 +11,47 @@ fn autoprov() -> Command {
 #[test]
 fn check_reports_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("autoprov.toml"), "[times]\ngrace = 0\n\n[[phases]]\nid = \"up-date\"\nseq = 1\n").unwrap();
-    let out = autoprov().args(["check", "--site"]).arg(dir.path()).output().unwrap();
+    std::fs::write(
+        dir.path().join("autoprov.toml"),
+        "[times]\ngrace = 0\n\n[[phases]]\nid = \"up-date\"\nseq = 1\n",
+    )
+    .unwrap();
+    let out = autoprov()
+        .args(["check", "--site"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("autoprov.toml:5:"), "{text}");
     assert!(text.contains("error"), "{text}");
 
-    std::fs::write(dir.path().join("autoprov.toml"), "[times]\ngrace = \"soon\"\n").unwrap();
-    let out = autoprov().args(["check", "--site"]).arg(dir.path()).output().unwrap();
+    std::fs::write(
+        dir.path().join("autoprov.toml"),
+        "[times]\ngrace = \"soon\"\n",
+    )
+    .unwrap();
+    let out = autoprov()
+        .args(["check", "--site"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("autoprov.toml:2:9"), "{text}");
 
     std::fs::write(dir.path().join("autoprov.toml"), SCENARIO_A).unwrap();
     std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
-    let out = autoprov().args(["check", "--site"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = autoprov()
+        .args(["check", "--site"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]
@@ -36,20 +60,47 @@ async fn simulate_prints_what_the_server_sends_and_records_nothing() {
     let out = autoprov()
         .args(["simulate", "--site"])
         .arg(app.site())
-        .args(["--type", "IP232", "--sn", "00-90-33-30-00-af", "--hwid", "IP232-30-00-af", "--ip", "10.0.0.5"])
+        .args([
+            "--type",
+            "IP232",
+            "--sn",
+            "00-90-33-30-00-af",
+            "--hwid",
+            "IP232-30-00-af",
+            "--ip",
+            "10.0.0.5",
+        ])
         .args(["--host", &app.addr.to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let simulated = String::from_utf8(out.stdout).unwrap();
-    assert!(app.store.load("00-90-33-30-00-af").await.unwrap().is_none(), "simulate stores nothing");
-    let (_, served) = app.get("/update.php?type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5").await;
+    assert!(
+        app.store.load("00-90-33-30-00-af").await.unwrap().is_none(),
+        "simulate stores nothing"
+    );
+    let (_, served) = app
+        .get("/update.php?type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5")
+        .await;
     assert_eq!(simulated, served);
 
     let out = autoprov()
         .args(["simulate", "--explain", "--site"])
         .arg(app.site())
-        .args(["--type", "IP232", "--sn", "00-90-33-30-00-af", "--phase", "update", "--prot", "137640"])
+        .args([
+            "--type",
+            "IP232",
+            "--sn",
+            "00-90-33-30-00-af",
+            "--phase",
+            "update",
+            "--prot",
+            "137640",
+        ])
         .output()
         .unwrap();
     let notes = String::from_utf8(out.stdout).unwrap();
@@ -62,7 +113,10 @@ fn every_command_has_help() {
     for cmd in ["serve", "check", "import-innovaphone", "simulate"] {
         let out = autoprov().args([cmd, "--help"]).output().unwrap();
         assert!(out.status.success(), "{cmd}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{cmd}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{cmd}"
+        );
     }
 }
 

@@ -30,7 +30,8 @@ pub fn write_script(site: &Path, name: &str, text: &str, age: u64) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, text).unwrap();
     let f = std::fs::File::options().write(true).open(&p).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(age)).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(age))
+        .unwrap();
 }
 
 /// The configuration of the reference's golden scenario a.
@@ -74,8 +75,18 @@ pub fn scenario_a_scripts(site: &Path) {
         "# staging: set admin password\nconfig add CMD0 /user admin,s3cret\nconfig activate\nconfig rem CMD0 /user\n",
         age,
     );
-    write_script(site, "scripts/update-phone-default.txt", "config add CMD0 /name This+is+a+Phone%21\n", age);
-    write_script(site, "scripts/update-all-hq.txt", "config add PHONE SIG /coder OPUS-WB,20,k1\n", age);
+    write_script(
+        site,
+        "scripts/update-phone-default.txt",
+        "config add CMD0 /name This+is+a+Phone%21\n",
+        age,
+    );
+    write_script(
+        site,
+        "scripts/update-all-hq.txt",
+        "config add PHONE SIG /coder OPUS-WB,20,k1\n",
+        age,
+    );
 }
 
 impl TestApp {
@@ -125,13 +136,24 @@ impl TestApp {
     }
 
     pub async fn get(&self, path_and_query: &str) -> (u16, String) {
-        let r = self.client.get(self.url(path_and_query)).send().await.expect("GET");
+        let r = self
+            .client
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .expect("GET");
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     }
 
     pub async fn put(&self, path_and_query: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
-        let r = self.client.put(self.url(path_and_query)).body(body).send().await.expect("PUT");
+        let r = self
+            .client
+            .put(self.url(path_and_query))
+            .body(body)
+            .send()
+            .await
+            .expect("PUT");
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     }
@@ -174,7 +196,11 @@ impl Device {
             .replace("#m", &self.sn)
             .replace("#h", &self.hwid)
             .replace("#i", &self.ip);
-        for (k, v) in [("PROT", &self.prot), ("BOOT", &self.boot), ("CHECK", &self.check)] {
+        for (k, v) in [
+            ("PROT", &self.prot),
+            ("BOOT", &self.boot),
+            ("CHECK", &self.check),
+        ] {
             if let Some(v) = v {
                 u.push(if u.contains('?') { '&' } else { '?' });
                 u.push_str(&format!("{k}={v}"));
@@ -264,14 +290,19 @@ pub fn assert_like_golden(actual: &str, golden_file: &str, addr: SocketAddr, gol
         .join("crates/core/tests/golden")
         .join(golden_file);
     let expected = std::fs::read_to_string(path).unwrap();
-    let expected = expected
-        .replace(golden_host, &addr.to_string())
-        .replace(&golden_host.replace(':', "%3A"), &addr.to_string().replace(':', "%3A"));
+    let expected = expected.replace(golden_host, &addr.to_string()).replace(
+        &golden_host.replace(':', "%3A"),
+        &addr.to_string().replace(':', "%3A"),
+    );
     let norm = |s: &str| {
         let re_old = regex_lite_replace(s, " old", 's');
         re_old
     };
-    assert_eq!(norm(actual), norm(&expected), "response differs from {golden_file}");
+    assert_eq!(
+        norm(actual),
+        norm(&expected),
+        "response differs from {golden_file}"
+    );
 }
 
 /// Replace `<digits><unit><suffix>` by `N<unit><suffix>` and ages like `: 2 days` by `: N days`,

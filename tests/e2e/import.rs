@@ -24,7 +24,8 @@ const USER_CONFIG: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 
 fn php_installation(dir: &Path) {
     let default = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/src/innovaphone_default_config.xml"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("crates/core/src/innovaphone_default_config.xml"),
     )
     .unwrap();
     std::fs::write(dir.join("config.xml"), default).unwrap();
@@ -46,7 +47,11 @@ async fn imported_site_answers_like_the_original() {
         .arg(&target)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Move the imported site into a TempDir the test app owns.
     let owned = tempfile::tempdir().unwrap();
@@ -61,18 +66,36 @@ async fn imported_site_answers_like_the_original() {
     let (_, a2) = app.get(&format!("/update.php?{dev}")).await;
     assert_like_golden(&a2, "a2-new-device-staging.txt", app.addr, "127.0.0.1:8091");
     let (_, a3) = app
-        .get(&format!("/update.php?polling=5&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640"))
+        .get(&format!(
+            "/update.php?polling=5&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640"
+        ))
         .await;
     assert_like_golden(&a3, "a3-update-phase.txt", app.addr, "127.0.0.1:8091");
-    let md5 = a3.lines().find_map(|l| l.strip_prefix("mod cmd UP1 check ser ")).unwrap().trim();
+    let md5 = a3
+        .lines()
+        .find_map(|l| l.strip_prefix("mod cmd UP1 check ser "))
+        .unwrap()
+        .trim();
     let (_, a4) = app
-        .get(&format!("/update.php?polling=0&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}"))
+        .get(&format!(
+            "/update.php?polling=0&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}"
+        ))
         .await;
     assert_like_golden(&a4, "a4-check-good.txt", app.addr, "127.0.0.1:8091");
     let (_, a5) = app
-        .put("/update.php?mode=backup&hwid=IP232-30-00-af&sn=00-90-33-30-00-af", "config change CMD0 /name a\r\nconfig change X /y 1\r\n")
+        .put(
+            "/update.php?mode=backup&hwid=IP232-30-00-af&sn=00-90-33-30-00-af",
+            "config change CMD0 /name a\r\nconfig change X /y 1\r\n",
+        )
         .await;
-    assert_eq!(a5, std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/core/tests/golden/a5-backup-put-1.txt")).unwrap());
+    assert_eq!(
+        a5,
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("crates/core/tests/golden/a5-backup-put-1.txt")
+        )
+        .unwrap()
+    );
 }
 
 #[test]
@@ -88,14 +111,21 @@ fn import_refuses_to_overwrite_a_site() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert_eq!(std::fs::read_to_string(site.path().join("autoprov.toml")).unwrap(), "# mine\n");
+    assert_eq!(
+        std::fs::read_to_string(site.path().join("autoprov.toml")).unwrap(),
+        "# mine\n"
+    );
 }
 
 #[test]
 fn broken_user_config_names_file_line_and_column() {
     let php = tempfile::tempdir().unwrap();
     php_installation(php.path());
-    std::fs::write(php.path().join("config/user-config.xml"), "<config>\n  <master info=\"none\">\n</config>\n").unwrap();
+    std::fs::write(
+        php.path().join("config/user-config.xml"),
+        "<config>\n  <master info=\"none\">\n</config>\n",
+    )
+    .unwrap();
     let site = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_autoprov"))
         .arg("import-innovaphone")
@@ -106,5 +136,8 @@ fn broken_user_config_names_file_line_and_column() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("user-config.xml"), "{err}");
-    assert!(err.contains(":3:"), "line 3 is where the mismatch shows: {err}");
+    assert!(
+        err.contains(":3:"),
+        "line 3 is where the mismatch shows: {err}"
+    );
 }

@@ -12,14 +12,31 @@ async fn device_goes_from_first_contact_to_check_good() {
 
     // 1. No arguments: the server rewrites the URL, nothing is stored (no sn yet).
     let s = dev.poll(&app.client).await;
-    assert!(s.contains("# missing query args: type, sn, hwid, ip"), "{s}");
-    assert!(dev.url.contains("/upd/update.php?polling=5&phase=staging&type=#t&sn=#m&hwid=#h&ip=#i"), "{}", dev.url);
+    assert!(
+        s.contains("# missing query args: type, sn, hwid, ip"),
+        "{s}"
+    );
+    assert!(
+        dev.url
+            .contains("/upd/update.php?polling=5&phase=staging&type=#t&sn=#m&hwid=#h&ip=#i"),
+        "{}",
+        dev.url
+    );
     assert!(app.store.load(sn).await.unwrap().is_none());
 
     // 2. First real contact: staging snippet, firmware, fast polling, next phase.
     let s = dev.poll(&app.client).await;
-    assert!(s.contains("# begin script 'scripts/staging-all-default.txt'"), "{s}");
-    assert!(s.contains(&format!("mod cmd UP0 prot http://{}/upd/fw/137640/ ser 137640", app.addr)), "{s}");
+    assert!(
+        s.contains("# begin script 'scripts/staging-all-default.txt'"),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!(
+            "mod cmd UP0 prot http://{}/upd/fw/137640/ ser 137640",
+            app.addr
+        )),
+        "{s}"
+    );
     assert!(dev.url.contains("phase=update"), "{}", dev.url);
     assert_eq!(dev.prot.as_deref(), Some("137640"));
     assert_eq!(dev.resets, 1);
@@ -38,7 +55,10 @@ async fn device_goes_from_first_contact_to_check_good() {
 
     // 3. Update phase: the update snippets, slow polling, the CHECK serial.
     let s = dev.poll(&app.client).await;
-    assert!(s.contains("# begin script 'scripts/update-phone-default.txt'"), "{s}");
+    assert!(
+        s.contains("# begin script 'scripts/update-phone-default.txt'"),
+        "{s}"
+    );
     assert!(s.contains("# firmware 137640 good"), "{s}");
     assert!(s.contains("# turn off fast polling"), "{s}");
     let check = dev.check.clone().expect("CHECK serial set");
@@ -47,11 +67,19 @@ async fn device_goes_from_first_contact_to_check_good() {
     assert_eq!(st.phase.as_deref(), Some("update"));
     assert_eq!(st.nextphase, None);
     assert_eq!(st.firmware.build.as_deref(), Some("137640"));
-    assert!(st.scripts.iter().any(|x| x.filename == "scripts/update-phone-default.txt"));
+    assert!(st
+        .scripts
+        .iter()
+        .any(|x| x.filename == "scripts/update-phone-default.txt"));
 
     // 4. Unchanged snippets: nothing delivered, the CHECK serial is good.
     let s = dev.poll(&app.client).await;
-    assert!(s.contains(&format!("# not delivering any snippets - CHECK serial {check} is good")), "{s}");
+    assert!(
+        s.contains(&format!(
+            "# not delivering any snippets - CHECK serial {check} is good"
+        )),
+        "{s}"
+    );
     assert!(!s.contains("# begin script"), "{s}");
     let seen_before = st.seen;
     let st = app.store.load(sn).await.unwrap().unwrap();
@@ -59,7 +87,12 @@ async fn device_goes_from_first_contact_to_check_good() {
     assert_eq!(st.device.phase.as_deref(), Some("update"));
 
     // 5. A snippet changes: delivered again (after the grace period, here 0 s).
-    write_script(&app.site(), "scripts/update-all-hq.txt", "config add PHONE SIG /coder G722,20,\n", 5);
+    write_script(
+        &app.site(),
+        "scripts/update-all-hq.txt",
+        "config add PHONE SIG /coder G722,20,\n",
+        5,
+    );
     let mut hq = Device::new(&dev.url);
     hq.url = dev.url.clone() + "&env=hq";
     hq.prot = dev.prot.clone();
@@ -67,7 +100,10 @@ async fn device_goes_from_first_contact_to_check_good() {
     hq.check = dev.check.clone();
     let s = hq.poll(&app.client).await;
     assert!(s.contains("config add PHONE SIG /coder G722,20,"), "{s}");
-    assert_ne!(hq.check, dev.check, "a changed snippet gives a new CHECK serial");
+    assert_ne!(
+        hq.check, dev.check,
+        "a changed snippet gives a new CHECK serial"
+    );
 }
 
 #[tokio::test]
@@ -79,12 +115,20 @@ async fn reference_captures_over_http() {
     let (_, a2) = app.get(&format!("/update.php?{dev}")).await;
     assert_like_golden(&a2, "a2-new-device-staging.txt", app.addr, "127.0.0.1:8091");
     let (_, a3) = app
-        .get(&format!("/update.php?polling=5&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640"))
+        .get(&format!(
+            "/update.php?polling=5&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640"
+        ))
         .await;
     assert_like_golden(&a3, "a3-update-phase.txt", app.addr, "127.0.0.1:8091");
-    let md5 = a3.lines().find_map(|l| l.strip_prefix("mod cmd UP1 check ser ")).unwrap().trim();
+    let md5 = a3
+        .lines()
+        .find_map(|l| l.strip_prefix("mod cmd UP1 check ser "))
+        .unwrap()
+        .trim();
     let (_, a4) = app
-        .get(&format!("/update.php?polling=0&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}"))
+        .get(&format!(
+            "/update.php?polling=0&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}"
+        ))
         .await;
     assert_like_golden(&a4, "a4-check-good.txt", app.addr, "127.0.0.1:8091");
 }
@@ -98,10 +142,19 @@ async fn prefix_and_clean_paths_answer_like_update_php() {
     let (s3, clean) = app.get(&format!("/innovaphone/update{q}")).await;
     assert_eq!((s1, s2, s3), (200, 200, 200));
     // The base URL follows the path the device used.
-    assert!(prefixed.contains(&format!("http://{}/mtls/update/fw/137640/", app.addr)), "{prefixed}");
-    assert!(clean.contains(&format!("http://{}/innovaphone/fw/137640/", app.addr)), "{clean}");
+    assert!(
+        prefixed.contains(&format!("http://{}/mtls/update/fw/137640/", app.addr)),
+        "{prefixed}"
+    );
+    assert!(
+        clean.contains(&format!("http://{}/innovaphone/fw/137640/", app.addr)),
+        "{clean}"
+    );
     assert_eq!(
-        plain.replace(&format!("{}/", app.addr), "H/").lines().count(),
+        plain
+            .replace(&format!("{}/", app.addr), "H/")
+            .lines()
+            .count(),
         prefixed.lines().count()
     );
 }
@@ -118,6 +171,11 @@ async fn firmware_is_served_under_every_prefix() {
         assert_eq!(r.status(), 200, "{p}");
         assert_eq!(r.bytes().await.unwrap().as_ref(), b"FIRMWARE-BYTES");
     }
-    let r = app.client.get(app.url("/fw/137640/missing.bin")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/fw/137640/missing.bin"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }

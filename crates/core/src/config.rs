@@ -421,8 +421,14 @@ impl Default for SiteConfig {
                 implies: vec![],
             }],
             classes: crate::defaults::default_classes(),
-            nobootdev: crate::defaults::NOBOOTDEV.iter().map(|s| s.to_string()).collect(),
-            nofirmdev: crate::defaults::NOFIRMDEV.iter().map(|s| s.to_string()).collect(),
+            nobootdev: crate::defaults::NOBOOTDEV
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            nofirmdev: crate::defaults::NOFIRMDEV
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             filenames: vec![FileName {
                 model: "mypbxa".into(),
                 prot: Some("mypbx.apk".into()),
@@ -440,10 +446,7 @@ impl SiteConfig {
     /// Parse TOML text. Errors carry the line and column (1-based) of the offending spot.
     pub fn from_toml_str(text: &str) -> Result<SiteConfig, ConfigError> {
         toml::from_str::<SiteConfig>(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError {
                 line,
                 column,

@@ -42,7 +42,9 @@ impl Ports for MemPorts {
 }
 
 fn golden(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     std::fs::read_to_string(p).expect("golden file")
 }
 
@@ -137,12 +139,21 @@ fn a1_no_args() {
 #[test]
 fn a2_new_device_staging() {
     let (site, mut ports) = scenario_a();
-    let out = plan_update(&site, &request("127.0.0.1:8091", DEV), None, NOW, &mut ports);
+    let out = plan_update(
+        &site,
+        &request("127.0.0.1:8091", DEV),
+        None,
+        NOW,
+        &mut ports,
+    );
     assert_eq!(out.body, golden("a2-new-device-staging.txt"));
     let st = out.state.expect("state tracked");
     assert_eq!(st.phase.as_deref(), Some("staging"));
     assert_eq!(st.nextphase.as_deref(), Some("update"));
-    assert_eq!(st.device.classes.as_deref(), Some("phone, pre_opus_phone, phone_newui, ip232"));
+    assert_eq!(
+        st.device.classes.as_deref(),
+        Some("phone, pre_opus_phone, phone_newui, ip232")
+    );
     assert_eq!(st.firmware.requested.as_deref(), Some("137640"));
     assert_eq!(st.requested.as_deref(), Some("137640bootcode"));
     assert_eq!(st.scripts.len(), 1);
@@ -163,7 +174,13 @@ fn a3_update_phase_and_a4_check_good() {
         .trim()
         .to_string();
     let q = format!("polling=0&phase=update&{DEV}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}");
-    let out = plan_update(&site, &request("127.0.0.1:8091", &q), out.state, NOW, &mut ports);
+    let out = plan_update(
+        &site,
+        &request("127.0.0.1:8091", &q),
+        out.state,
+        NOW,
+        &mut ports,
+    );
     assert_eq!(out.body, golden("a4-check-good.txt"));
 }
 

@@ -67,7 +67,12 @@ pub struct Stored {
 
 /// Which backup files to delete after storing a new one: the oldest ones while the count
 /// before saving is at least `nbackups`, sparing files younger than `minage_days`.
-pub fn to_delete(existing_oldest_first: &[Stored], nbackups: u32, minage_days: u32, now: i64) -> Vec<String> {
+pub fn to_delete(
+    existing_oldest_first: &[Stored],
+    nbackups: u32,
+    minage_days: u32,
+    now: i64,
+) -> Vec<String> {
     let t0 = now - minage_days as i64 * 86400;
     let mut out = Vec::new();
     let mut n = existing_oldest_first.len() as i64;
@@ -99,13 +104,20 @@ mod tests {
     #[test]
     fn drops_volatile_lines() {
         let body = "config change CMD0 /name x\r\nvars create UPDATE/CHECK p 1\n\nconfig change UP1 /url x\rmod cmd FLASHDIR0 add-item 1 (a)(type=x)(info=y)\nvars create TLS0/TICKET/1 x\nconfig change PHONE SIG /coder G711\n";
-        assert_eq!(normalize(body), "config change CMD0 /name x\r\nconfig change PHONE SIG /coder G711");
+        assert_eq!(
+            normalize(body),
+            "config change CMD0 /name x\r\nconfig change PHONE SIG /coder G711"
+        );
     }
 
     #[test]
     fn retention_keeps_newest() {
         let files: Vec<Stored> = (0..10)
-            .map(|i| Stored { name: format!("h.{i}.txt"), index: i, ctime: 100 + i as i64 })
+            .map(|i| Stored {
+                name: format!("h.{i}.txt"),
+                index: i,
+                ctime: 100 + i as i64,
+            })
             .collect();
         assert_eq!(to_delete(&files, 10, 0, 1000), vec!["h.0.txt".to_string()]);
         assert!(to_delete(&files[..5], 10, 0, 1000).is_empty());

@@ -11,7 +11,8 @@ pub struct BoxInfo {
 
 /// Parse the document. Errors use the reference's wording.
 pub fn parse_box_info(xml: &str, source: &str) -> Result<BoxInfo, String> {
-    let doc = roxmltree::Document::parse(xml).map_err(|_| format!("result from {source} not parsable"))?;
+    let doc = roxmltree::Document::parse(xml)
+        .map_err(|_| format!("result from {source} not parsable"))?;
     let sys = doc
         .root_element()
         .children()
@@ -27,8 +28,10 @@ pub fn parse_box_info(xml: &str, source: &str) -> Result<BoxInfo, String> {
 /// label: the last three bracket groups are firmware, boot code and hardware. Dots are removed
 /// from the firmware build.
 pub fn parse_version(version: &str) -> Option<BoxInfo> {
-    let re = regex::Regex::new(r"^(?s)(?P<label>.*)\[(?P<prot>[^\]]*)\].*\[(?P<boot>[^\]]*)\].*\[(?P<hw>[^\]]*)\].*")
-        .expect("static regex");
+    let re = regex::Regex::new(
+        r"^(?s)(?P<label>.*)\[(?P<prot>[^\]]*)\].*\[(?P<boot>[^\]]*)\].*\[(?P<hw>[^\]]*)\].*",
+    )
+    .expect("static regex");
     let c = re.captures(version)?;
     Some(BoxInfo {
         label: c["label"].to_string(),
@@ -44,7 +47,8 @@ mod tests {
 
     #[test]
     fn version_groups() {
-        let b = parse_version("IP6010[13r2 dvl [137640]], Bootcode[137640], Hardware[108]").unwrap();
+        let b =
+            parse_version("IP6010[13r2 dvl [137640]], Bootcode[137640], Hardware[108]").unwrap();
         assert_eq!(b.prot, "137640");
         assert_eq!(b.boot, "137640");
         assert_eq!(b.hw, "108");
@@ -56,7 +60,12 @@ mod tests {
         let x = r#"<info><sys version="IP811[13r3 [13.1234]], Bootcode[139000], Hardware[42]"/></info>"#;
         let b = parse_box_info(x, "u").unwrap();
         assert_eq!(b.prot, "131234");
-        assert_eq!(parse_box_info("<info/>", "u").unwrap_err(), "no <sys> tag in PBX info");
-        assert!(parse_box_info("<<", "u").unwrap_err().contains("not parsable"));
+        assert_eq!(
+            parse_box_info("<info/>", "u").unwrap_err(),
+            "no <sys> tag in PBX info"
+        );
+        assert!(parse_box_info("<<", "u")
+            .unwrap_err()
+            .contains("not parsable"));
     }
 }

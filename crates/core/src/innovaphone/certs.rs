@@ -16,17 +16,25 @@ pub(crate) struct CertDecision {
     pub cmds: Option<Vec<(String, String)>>,
 }
 
-pub(crate) fn decide(run: &mut Run, _ports: &mut dyn Ports, _device_type: &str) -> Result<CertDecision, Stop> {
+pub(crate) fn decide(
+    run: &mut Run,
+    _ports: &mut dyn Ports,
+    _device_type: &str,
+) -> Result<CertDecision, Stop> {
     let cc = &run.view.cfg.customcerts;
     let mut msgs = Vec::new();
     run.state.device.request_downloaded = Some("false".into());
-    let has_request = certificates_info(run)
-        .map(|i| i.requests)
-        .unwrap_or(false);
+    let has_request = certificates_info(run).map(|i| i.requests).unwrap_or(false);
     let cleanup_cmds = || {
         vec![
-            ("removing CSR from device".to_string(), "vars del X509/REQUEST ".to_string()),
-            ("removing CSR key from device".to_string(), "vars del X509/REQUESTKEY ".to_string()),
+            (
+                "removing CSR from device".to_string(),
+                "vars del X509/REQUEST ".to_string(),
+            ),
+            (
+                "removing CSR key from device".to_string(),
+                "vars del X509/REQUESTKEY ".to_string(),
+            ),
         ]
     };
     if cc.dir.is_empty() || !run.tracking {
@@ -36,7 +44,10 @@ pub(crate) fn decide(run: &mut Run, _ports: &mut dyn Ports, _device_type: &str) 
     }
     let Some(info) = certificates_info(run) else {
         msgs.push("we dont know anything about the current certificate state - not doing any certificate checking".to_string());
-        return Ok(CertDecision { msgs, cmds: Some(Vec::new()) });
+        return Ok(CertDecision {
+            msgs,
+            cmds: Some(Vec::new()),
+        });
     };
     if info.request_error {
         return Ok(CertDecision {
@@ -52,13 +63,22 @@ pub(crate) fn decide(run: &mut Run, _ports: &mut dyn Ports, _device_type: &str) 
     }
     if cc.catype != "manual" {
         let t = cc.catype.clone();
-        run.bailout(&format!("certificates: no support for certificates of type '{t}'"))?;
+        run.bailout(&format!(
+            "certificates: no support for certificates of type '{t}'"
+        ))?;
     }
     if info.busy {
         msgs.push("wait for signing request to be generated (ongoing)".into());
-        return Ok(CertDecision { msgs, cmds: Some(Vec::new()) });
+        return Ok(CertDecision {
+            msgs,
+            cmds: Some(Vec::new()),
+        });
     }
-    let sep = if cc.canamesep.is_empty() { "," } else { cc.canamesep.as_str() };
+    let sep = if cc.canamesep.is_empty() {
+        ","
+    } else {
+        cc.canamesep.as_str()
+    };
     let good: Vec<String> = cc.caname.split(sep).map(|s| s.trim().to_string()).collect();
     let mut neednew = false;
     for c in &info.certs {
@@ -118,7 +138,10 @@ fn certificates_info(run: &Run) -> Option<CertInfo> {
     let q = run.state.query("certificates")?;
     let wrapped = format!("<certificates>{}</certificates>", q.body);
     let doc = roxmltree::Document::parse(&wrapped).ok()?;
-    let info = doc.root_element().children().find(|n| n.has_tag_name("info"));
+    let info = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name("info"));
     let child = |name: &str| info.and_then(|i| i.children().find(|n| n.has_tag_name(name)));
     let requests = child("requests")
         .map(|r| r.children().any(|n| n.has_tag_name("request")))

@@ -184,7 +184,12 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(view: &'a SiteView<'a>, req: &'a UpdateRequest, state: Option<DeviceState>, now: i64) -> Run<'a> {
+    fn new(
+        view: &'a SiteView<'a>,
+        req: &'a UpdateRequest,
+        state: Option<DeviceState>,
+        now: i64,
+    ) -> Run<'a> {
         let sn = req.arg("sn").unwrap_or("");
         let tracking = view.cfg.status.enabled && !sn.is_empty();
         let mut st = state.unwrap_or_else(|| DeviceState::new(sn, now));
@@ -330,7 +335,11 @@ impl<'a> Run<'a> {
         self.state.device.classes = Some(classes.join(", "));
 
         // Addresses: peer, or the first X-Forwarded-For entry behind a proxy.
-        let peer = req.peer_ip.strip_prefix("::ffff:").unwrap_or(&req.peer_ip).to_string();
+        let peer = req
+            .peer_ip
+            .strip_prefix("::ffff:")
+            .unwrap_or(&req.peer_ip)
+            .to_string();
         match &req.forwarded_for {
             Some(xff) => {
                 let first = xff.split(',').next().unwrap_or("").to_string();
@@ -363,13 +372,20 @@ impl<'a> Run<'a> {
         // Environments (with the reference's array-union quirk: with several `env` values,
         // later expansions only add entries beyond the length already reached).
         let rawenvs: Vec<String> = match req.arg("env") {
-            None => cfg.environments.first().map(|e| vec![e.id.clone()]).unwrap_or_default(),
+            None => cfg
+                .environments
+                .first()
+                .map(|e| vec![e.id.clone()])
+                .unwrap_or_default(),
             Some(e) => e.split(',').map(|s| s.to_string()).collect(),
         };
         let mut envs: Vec<String> = Vec::new();
         for env in &rawenvs {
             let Some(def) = self.view.environment(env) else {
-                let msg = format!("invalid environment: '{env}' ({})", req.arg("env").unwrap_or(""));
+                let msg = format!(
+                    "invalid environment: '{env}' ({})",
+                    req.arg("env").unwrap_or("")
+                );
                 return self.notify_stop(&msg);
             };
             let mut expanded = vec![env.clone()];
@@ -394,7 +410,9 @@ impl<'a> Run<'a> {
             if let Some(t) = self.state.skipnext.take() {
                 let msg = format!("skipnext: {}", since(self.now, t));
                 self.state.add_msg(&msg, self.now);
-                self.line("# need up-to-date query state, skipping update script, doing queries only");
+                self.line(
+                    "# need up-to-date query state, skipping update script, doing queries only",
+                );
                 self.queries(&classes, &envs);
                 self.persist = true;
                 return Err(Stop);
@@ -406,14 +424,25 @@ impl<'a> Run<'a> {
         self.line("");
         self.line(&format!("# existing files (from {scriptdir}):"));
         let devicescript = sn.to_lowercase().replace('-', "_");
-        let candidates = candidate_scripts(self.view, &scriptdir, &phase, &classes, &envs, &devicescript);
+        let candidates = candidate_scripts(
+            self.view,
+            &scriptdir,
+            &phase,
+            &classes,
+            &envs,
+            &devicescript,
+        );
         let mut existing: Vec<(String, ScriptFile)> = Vec::new();
         let mut absent: Vec<String> = Vec::new();
         let mut newest: Option<(i64, String)> = None;
         for f in candidates {
             match ports.script(&f) {
                 Some(sf) => {
-                    if newest.as_ref().map(|(t, _)| sf.mtime > *t).unwrap_or(sf.mtime > 0) {
+                    if newest
+                        .as_ref()
+                        .map(|(t, _)| sf.mtime > *t)
+                        .unwrap_or(sf.mtime > 0)
+                    {
                         newest = Some((sf.mtime, f.clone()));
                     }
                     existing.push((f, sf));
@@ -433,8 +462,14 @@ impl<'a> Run<'a> {
         self.line("");
 
         // Backups.
-        let backup_cmd = (!cfg.backup.dir.is_empty() && cfg.backup.nbackups > 0 && !cfg.backup.scfg.is_empty())
-            .then(|| format!("mod cmd UP0 scfg {}", make_full_url(&self.view.base, &cfg.backup.scfg)));
+        let backup_cmd =
+            (!cfg.backup.dir.is_empty() && cfg.backup.nbackups > 0 && !cfg.backup.scfg.is_empty())
+                .then(|| {
+                    format!(
+                        "mod cmd UP0 scfg {}",
+                        make_full_url(&self.view.base, &cfg.backup.scfg)
+                    )
+                });
         match backup_cmd {
             Some(cmd) => {
                 if cfg.times.forcehttps && !req.https {
@@ -457,7 +492,9 @@ impl<'a> Run<'a> {
             self.line("");
             self.line(&format!("# newest script ({f}) {age}s old"));
             if age < grace {
-                let msg = format!("files being updated ({f} {age}s old, waiting for at least {grace}s to expire)");
+                let msg = format!(
+                    "files being updated ({f} {age}s old, waiting for at least {grace}s to expire)"
+                );
                 return self.notify_stop(&msg);
             }
         }
@@ -521,7 +558,11 @@ impl<'a> Run<'a> {
         // Forced HTTPS and trust.
         if cfg.times.forcehttps {
             let need = cfg.times.httpsport.unwrap_or(443);
-            let have = if req.https { Some(req.server_port.unwrap_or(443)) } else { None };
+            let have = if req.https {
+                Some(req.server_port.unwrap_or(443))
+            } else {
+                None
+            };
             if have != Some(need) {
                 self.set_state_arg("polling", self.view.polling());
                 self.rewrite_url(Some(have));
@@ -561,7 +602,11 @@ impl<'a> Run<'a> {
                 }
             },
         };
-        let files: Vec<(String, ScriptFile)> = if dynamic.send_standard { existing } else { Vec::new() };
+        let files: Vec<(String, ScriptFile)> = if dynamic.send_standard {
+            existing
+        } else {
+            Vec::new()
+        };
         if !dynamic.send_standard {
             self.comment("standard snippets suppressed by dynamic scripting");
         }
@@ -612,7 +657,9 @@ impl<'a> Run<'a> {
             self.line("iresetn");
         } else {
             let s = sig.unwrap_or_default();
-            self.line(&format!("# not delivering any snippets - CHECK serial {s} is good"));
+            self.line(&format!(
+                "# not delivering any snippets - CHECK serial {s} is good"
+            ));
             self.rewrite_url(None);
         }
         self.persist = true;
@@ -622,7 +669,10 @@ impl<'a> Run<'a> {
     /// Query commands for the device's classes/environments (`doQueries`).
     fn queries(&mut self, classes: &[String], envs: &[String]) {
         let cfg = self.view.cfg;
-        let url = format!("mod cmd UP0 scfg {}", make_full_url(&self.view.base, &cfg.queries.scfg));
+        let url = format!(
+            "mod cmd UP0 scfg {}",
+            make_full_url(&self.view.base, &cfg.queries.scfg)
+        );
         let mut found: Vec<(String, String)> = Vec::new();
         for q in &cfg.queries.query {
             if q.applies.iter().any(|a| applies(a, classes, envs)) {
@@ -663,7 +713,8 @@ impl<'a> Run<'a> {
             }
         } else {
             self.print("\r\n# Skip restricted times, initial staging / forcestaging\r\n");
-            self.notes.push("Skip restricted times, initial staging / forcestaging".into());
+            self.notes
+                .push("Skip restricted times, initial staging / forcestaging".into());
         }
         if !initial.is_empty() {
             times.push_str(&format!(" /initial {initial}"));
@@ -751,10 +802,25 @@ impl<'a> Run<'a> {
                 Some(n.to_string())
             }
         };
-        let lower: Vec<String> = self.view.cfg.nofirmdev.iter().map(|s| s.to_lowercase()).collect();
+        let lower: Vec<String> = self
+            .view
+            .cfg
+            .nofirmdev
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect();
         let nofirm = lower.contains(&device_type.to_lowercase());
-        self.comment(&format!("nofirm: {}. This device type={device_type}", lower.join(", ")));
-        let lowerb: Vec<String> = self.view.cfg.nobootdev.iter().map(|s| s.to_lowercase()).collect();
+        self.comment(&format!(
+            "nofirm: {}. This device type={device_type}",
+            lower.join(", ")
+        ));
+        let lowerb: Vec<String> = self
+            .view
+            .cfg
+            .nobootdev
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect();
         let noboot = lowerb.contains(&device_type.to_lowercase());
         self.comment(&format!("noboot: {}", lowerb.join(", ")));
 
@@ -762,7 +828,10 @@ impl<'a> Run<'a> {
         match prot.filter(|_| !nofirm) {
             Some(p) => {
                 let have = self.req.arg("PROT");
-                if have.map(|h| loose_ne(Some(h), &LooseValue::Str(p.clone()))).unwrap_or(true) {
+                if have
+                    .map(|h| loose_ne(Some(h), &LooseValue::Str(p.clone())))
+                    .unwrap_or(true)
+                {
                     self.notify(&format!(
                         "current firmware ({}) does not match required firmware ({p})",
                         have.unwrap_or("unknown")
@@ -776,12 +845,17 @@ impl<'a> Run<'a> {
                     self.comment(&format!("firmware {p} good"));
                 }
             }
-            None => self.comment(&format!("no firmware update for device of type '{device_type}'")),
+            None => self.comment(&format!(
+                "no firmware update for device of type '{device_type}'"
+            )),
         }
         match boot.filter(|_| !noboot) {
             Some(b) => {
                 let have = self.req.arg("BOOT");
-                if have.map(|h| loose_ne(Some(h), &LooseValue::Str(b.clone()))).unwrap_or(true) {
+                if have
+                    .map(|h| loose_ne(Some(h), &LooseValue::Str(b.clone())))
+                    .unwrap_or(true)
+                {
                     self.notify(&format!(
                         "current boot code ({}) does not match required boot code ({b})",
                         have.unwrap_or("unknown")
@@ -795,7 +869,9 @@ impl<'a> Run<'a> {
                     self.comment(&format!("boot code {b} good"));
                 }
             }
-            None => self.comment(&format!("no bootcode update for device of type '{device_type}'")),
+            None => self.comment(&format!(
+                "no bootcode update for device of type '{device_type}'"
+            )),
         }
         Ok(reset)
     }
@@ -807,7 +883,11 @@ impl<'a> Run<'a> {
         if cc.caname.trim().is_empty() {
             return self.bailout("certificates: customcerts/@CAname must be defined for certificate trust enforcement");
         }
-        let sep = if cc.canamesep.is_empty() { "," } else { cc.canamesep.as_str() };
+        let sep = if cc.canamesep.is_empty() {
+            ","
+        } else {
+            cc.canamesep.as_str()
+        };
         let good: Vec<String> = cc.caname.split(sep).map(|s| s.to_string()).collect();
         let Some(cert) = self.req.client_cert.clone() else {
             return self.notify_stop(
@@ -817,7 +897,12 @@ impl<'a> Run<'a> {
         let required = self.req.arg("hwid").unwrap_or("").to_string();
         let alternative = self.req.arg("sn").unwrap_or("").replace('-', "");
         let mut parts: Vec<String> = cert.subject_cn.split('-').map(|s| s.to_string()).collect();
-        for (broken, fix) in [("IP222s", "IP222"), ("IP232s", "IP232"), ("IP240a", "IP240"), ("IP200a", "IP200")] {
+        for (broken, fix) in [
+            ("IP222s", "IP222"),
+            ("IP232s", "IP232"),
+            ("IP240a", "IP240"),
+            ("IP200a", "IP200"),
+        ] {
             if parts[0] == broken {
                 parts[0] = fix.to_string();
                 break;
@@ -825,7 +910,8 @@ impl<'a> Run<'a> {
         }
         let shown = parts.join("-");
         let wildcard = (!cc.cawildcard.is_empty()).then(|| cc.cawildcard.clone());
-        if shown != required && shown != alternative && wildcard.as_deref() != Some(shown.as_str()) {
+        if shown != required && shown != alternative && wildcard.as_deref() != Some(shown.as_str())
+        {
             let msg = format!("Device claims to be '{required} / {alternative}' but identifies as '{shown}' by TLS");
             return self.notify_stop(&msg);
         }
@@ -841,7 +927,10 @@ impl<'a> Run<'a> {
             );
             return self.notify_stop(&msg);
         }
-        let msg = format!("good certificate(CN='{shown}', ISSUER='{}')", cert.issuer_cn);
+        let msg = format!(
+            "good certificate(CN='{shown}', ISSUER='{}')",
+            cert.issuer_cn
+        );
         self.notify(&msg);
         Ok(())
     }
@@ -861,7 +950,11 @@ impl<'a> Run<'a> {
                 .find(|(k, _)| k == "polling")
                 .and_then(|(_, v)| v.clone());
             if let Some(np) = newpolling {
-                let reqpolling = if self.missing.is_empty() { self.req.arg("polling") } else { None };
+                let reqpolling = if self.missing.is_empty() {
+                    self.req.arg("polling")
+                } else {
+                    None
+                };
                 if loose_ne(reqpolling, &LooseValue::Str(np.clone())) {
                     if !loose_ne(Some(np.as_str()), &LooseValue::Int(0)) {
                         self.notify("turn off fast polling");
@@ -902,7 +995,11 @@ impl<'a> Run<'a> {
             .collect();
         let mut newurl = format!("{}?{}", self.req.script_url(), finalargs.join("&"));
         if let Some(current_port) = https {
-            let httpsport = cfg.times.httpsport.map(|p| p.to_string()).unwrap_or_default();
+            let httpsport = cfg
+                .times
+                .httpsport
+                .map(|p| p.to_string())
+                .unwrap_or_default();
             let current = current_port.map(|p| p.to_string()).unwrap_or_default();
             if !self.req.https || current != httpsport {
                 self.notify(&format!(
@@ -935,7 +1032,12 @@ impl<'a> Run<'a> {
 /// Whether an `<applies>` condition holds for a device.
 fn applies(a: &Applies, classes: &[String], envs: &[String]) -> bool {
     let v = a.value.trim();
-    v == "*" || if a.env { envs.iter().any(|e| e == v) } else { classes.iter().any(|c| c == v) }
+    v == "*"
+        || if a.env {
+            envs.iter().any(|e| e == v)
+        } else {
+            classes.iter().any(|c| c == v)
+        }
 }
 
 /// `https?(://[^:/]+)(:\d+)?(.*)` → `https$1[:port]$3`.
@@ -945,7 +1047,11 @@ fn switch_to_https(url: &str, port: &str) -> String {
         Some(c) => format!(
             "https{}{}{}",
             &c[1],
-            if port.is_empty() { String::new() } else { format!(":{port}") },
+            if port.is_empty() {
+                String::new()
+            } else {
+                format!(":{port}")
+            },
             c.get(3).map(|m| m.as_str()).unwrap_or("")
         ),
         None => url.to_string(),
@@ -1006,7 +1112,8 @@ pub fn files_signature(pre: &[String], files: &[(String, ScriptFile)], post: &[S
     for (_, f) in files {
         if let Ok(text) = &f.content {
             for line in text.split('\n') {
-                let l = line.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'));
+                let l = line
+                    .trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'));
                 if !l.is_empty() {
                     h.update(l.as_bytes());
                 }
@@ -1026,7 +1133,11 @@ pub fn check_serial(sn: &str) -> Result<(), String> {
     if sn.len() > 64 {
         return Err("longer than 64 characters".into());
     }
-    if sn.contains("..") || !sn.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+    if sn.contains("..")
+        || !sn
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
         return Err("only letters, digits, '-', '_', '.' and ':' are allowed (expected e.g. 00-90-33-30-00-af)".into());
     }
     Ok(())
@@ -1034,8 +1145,16 @@ pub fn check_serial(sn: &str) -> Result<(), String> {
 
 /// A device type becomes part of snippet and firmware file names.
 pub fn check_type(t: &str) -> Result<(), String> {
-    if t.is_empty() || t.len() > 64 || t.contains("..") || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
-        return Err("expected a model name such as IP232 (letters, digits, '-', '_', '.', '+')".into());
+    if t.is_empty()
+        || t.len() > 64
+        || t.contains("..")
+        || !t
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+    {
+        return Err(
+            "expected a model name such as IP232 (letters, digits, '-', '_', '.', '+')".into(),
+        );
     }
     Ok(())
 }

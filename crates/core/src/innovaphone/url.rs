@@ -42,7 +42,9 @@ pub fn apply_urlmod(expr: &str, url: &str) -> Result<String, String> {
     };
     let parts: Vec<&str> = expr.split(delim).collect();
     if parts.len() < 3 {
-        return Err(format!("httpsurlmod '{expr}' is not of the form !pattern!replacement!flags"));
+        return Err(format!(
+            "httpsurlmod '{expr}' is not of the form !pattern!replacement!flags"
+        ));
     }
     let pattern = parts[1];
     let replacement = parts[2];
