@@ -46,6 +46,15 @@ enum Cmd {
     },
     /// Print exactly what a device would receive now, without recording any state.
     Simulate(SimulateArgs),
+    /// List the devices in the site's database (missing ones flagged).
+    Devices {
+        /// Site directory (holds autoprov.toml).
+        #[arg(long, default_value = "demo-site", env = "AUTOPROV_SITE")]
+        site: PathBuf,
+        /// Print JSON (one array of device states) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -115,6 +124,7 @@ fn main() {
         Cmd::Check { site } => check(&site),
         Cmd::ImportInnovaphone { php_dir, site_dir } => import(&php_dir, &site_dir),
         Cmd::Simulate(a) => runtime().and_then(|rt| rt.block_on(simulate(a))),
+        Cmd::Devices { site, json } => runtime().and_then(|rt| rt.block_on(devices(&site, json))),
     };
     if let Err(e) = result {
         eprintln!("autoprov: {e:#}");
@@ -326,10 +336,7 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
     } else {
         None
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = unix_now();
     let site = std::sync::Arc::new(site);
     let handle = tokio::runtime::Handle::current();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -349,6 +356,44 @@ async fn simulate(a: SimulateArgs) -> Result<()> {
     if let Some(e) = outcome.error {
         bail!("the device would get an error: {e}");
     }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+async fn devices(dir: &Path, json: bool) -> Result<()> {
+    let site = load_site(dir)?;
+    let store = open_store(&site).await?;
+    let list = store.list().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let now = unix_now();
+    let missing_after = site.config.status.missing as i64;
+    println!(
+        "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} STATUS",
+        "SN", "TYPE", "PHASE", "ENVIRONMENTS", "LAST SEEN", "FIRMWARE"
+    );
+    for d in &list {
+        let missing = missing_after > 0 && d.seen < now - missing_after;
+        println!(
+            "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} {}",
+            d.sn,
+            d.device.device_type.as_deref().unwrap_or("-"),
+            d.device.phase.as_deref().unwrap_or("-"),
+            d.device.environments.as_deref().unwrap_or("-"),
+            autoprov_core::innovaphone::php::since(now, d.seen),
+            d.firmware.build.as_deref().unwrap_or("-"),
+            if missing { "missing" } else { "present" }
+        );
+    }
+    println!("{} device(s)", list.len());
     Ok(())
 }
 

@@ -153,3 +153,41 @@ fn serve_creates_a_demo_site_and_prints_the_device_url() {
     assert!(site.join("fw").is_dir());
     assert!(site.join("autoprov.db").is_file());
 }
+
+#[tokio::test]
+async fn devices_lists_the_inventory_with_missing_flag() {
+    let toml = format!("{SCENARIO_A}\n[status]\nenabled = true\nmissing = 60\n")
+        .replace("[status]\nenabled = true\n\n[backup]", "[backup]");
+    let app = TestApp::spawn(&toml, scenario_a_scripts).await;
+    app.get("/update.php?type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5")
+        .await;
+    // A device last seen two hours ago is missing.
+    let mut old = autoprov_core::DeviceState::new("00-90-33-00-00-01", 0);
+    old.seen = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 7200;
+    app.store.save(&old).await.unwrap();
+    let out = autoprov()
+        .args(["devices", "--site"])
+        .arg(app.site())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = |sn: &str| {
+        text.lines()
+            .find(|l| l.starts_with(sn))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("00-90-33-30-00-af").contains("IP232"), "{text}");
+    assert!(line("00-90-33-30-00-af").ends_with("present"), "{text}");
+    assert!(line("00-90-33-00-00-01").ends_with("missing"), "{text}");
+    assert!(text.contains("2 device(s)"));
+}
