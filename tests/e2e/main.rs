@@ -6,5 +6,7 @@ mod helpers;
 mod backups;
 mod bad_input;
 mod cli;
+mod dynamic;
+mod firmware;
 mod import;
 mod lifecycle;
