@@ -45,7 +45,7 @@ enum Cmd {
         site_dir: PathBuf,
     },
     /// Print exactly what a device would receive now, without recording any state.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// List the devices in the site's database (missing ones flagged).
     Devices {
         /// Site directory (holds autoprov.toml).
@@ -123,7 +123,7 @@ fn main() {
         Cmd::Serve(a) => runtime().and_then(|rt| rt.block_on(serve(a))),
         Cmd::Check { site } => check(&site),
         Cmd::ImportInnovaphone { php_dir, site_dir } => import(&php_dir, &site_dir),
-        Cmd::Simulate(a) => runtime().and_then(|rt| rt.block_on(simulate(a))),
+        Cmd::Simulate(a) => runtime().and_then(|rt| rt.block_on(simulate(*a))),
         Cmd::Devices { site, json } => runtime().and_then(|rt| rt.block_on(devices(&site, json))),
     };
     if let Err(e) = result {

@@ -242,17 +242,17 @@ impl Device {
                     }
                     self.check = Some(serial.to_string());
                 }
-                ["mod", "cmd", "UP0", "prot", _url, "ser", build] => {
-                    if self.prot.as_deref() != Some(*build) {
-                        self.prot = Some(build.to_string());
-                        need_reset = true;
-                    }
+                ["mod", "cmd", "UP0", "prot", _url, "ser", build]
+                    if self.prot.as_deref() != Some(*build) =>
+                {
+                    self.prot = Some(build.to_string());
+                    need_reset = true;
                 }
-                ["mod", "cmd", "UP0", "boot", _url, "ser", build] => {
-                    if self.boot.as_deref() != Some(*build) {
-                        self.boot = Some(build.to_string());
-                        need_reset = true;
-                    }
+                ["mod", "cmd", "UP0", "boot", _url, "ser", build]
+                    if self.boot.as_deref() != Some(*build) =>
+                {
+                    self.boot = Some(build.to_string());
+                    need_reset = true;
                 }
                 ["iresetn"] if need_reset => {
                     self.resets += 1;
@@ -269,7 +269,7 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 {
+        if b[i] == b'%' && i + 2 < b.len() {
             if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
                 out.push(v);
                 i += 3;
@@ -294,10 +294,7 @@ pub fn assert_like_golden(actual: &str, golden_file: &str, addr: SocketAddr, gol
         &golden_host.replace(':', "%3A"),
         &addr.to_string().replace(':', "%3A"),
     );
-    let norm = |s: &str| {
-        let re_old = regex_lite_replace(s, " old", 's');
-        re_old
-    };
+    let norm = |s: &str| regex_lite_replace(s, " old", 's');
     assert_eq!(
         norm(actual),
         norm(&expected),

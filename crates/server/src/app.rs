@@ -166,6 +166,22 @@ fn http_client() -> reqwest::Client {
     }
 }
 
+/// Run `fut` on `runtime` and wait for its output from a synchronous context (the engine's
+/// ports). The future is spawned rather than driven here, so this works with both runtime
+/// flavours as long as the runtime runs; `None` when the runtime dropped the task (shutdown).
+/// Must not be called from inside an async task (it blocks the thread).
+pub fn wait_on<T, F>(runtime: &tokio::runtime::Handle, fut: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().ok()
+}
+
 /// Current time as Unix epoch seconds.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

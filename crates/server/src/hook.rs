@@ -20,6 +20,7 @@ use autoprov_core::{DeviceState, Site};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use crate::app::wait_on;
 use crate::fsutil::decode_text;
 
 /// Seconds a hook may take when `scripting.hook_timeout` is 0.
@@ -113,10 +114,19 @@ fn run_hook(
 ) -> Result<HookAnswer, String> {
     let cfg = &site.config.scripting;
     let input = serde_json::to_vec(state).map_err(|e| format!("cannot encode the state: {e}"))?;
+    let gone = || "the server is shutting down".to_string();
     let raw = if !cfg.hook_command.is_empty() {
-        runtime.block_on(run_command(&cfg.hook_command, &site.dir, input, timeout))?
+        let (argv, cwd) = (cfg.hook_command.clone(), site.dir.clone());
+        wait_on(runtime, async move {
+            run_command(&argv, &cwd, input, timeout).await
+        })
+        .ok_or_else(gone)??
     } else {
-        runtime.block_on(post_url(http, &cfg.hook_url, input, timeout))?
+        let (http, url) = (http.clone(), cfg.hook_url.clone());
+        wait_on(runtime, async move {
+            post_url(&http, &url, input, timeout).await
+        })
+        .ok_or_else(gone)??
     };
     parse_answer(&raw)
 }

@@ -16,7 +16,7 @@ use autoprov_core::innovaphone::boxinfo::{parse_box_info, BoxInfo};
 use autoprov_core::innovaphone::MasterLookup;
 use autoprov_core::Site;
 
-use crate::app::MasterCache;
+use crate::app::{wait_on, MasterCache};
 use crate::fsutil::{atomic_write, decode_text, mtime_secs};
 
 /// Seconds to wait for the master when `master.timeout` is 0.
@@ -114,18 +114,19 @@ fn fetch_online(
             cfg.timeout
         };
         let timeout = Duration::from_secs(secs);
-        let fut = async {
-            let resp = http.get(url).timeout(timeout).send().await.ok()?;
-            if !resp.status().is_success() {
-                return None;
-            }
-            resp.bytes().await.ok()
+        let (http, target) = (http.clone(), url.to_string());
+        let fut = async move {
+            let get = async {
+                let resp = http.get(&target).timeout(timeout).send().await.ok()?;
+                if !resp.status().is_success() {
+                    return None;
+                }
+                resp.bytes().await.ok()
+            };
+            // The outer timeout also covers a body that trickles in forever.
+            tokio::time::timeout(timeout, get).await.ok().flatten()
         };
-        // The outer timeout also covers a body that trickles in forever.
-        runtime
-            .block_on(async { tokio::time::timeout(timeout, fut).await.ok().flatten() })
-            .ok_or_else(cannot)?
-            .to_vec()
+        wait_on(runtime, fut).flatten().ok_or_else(cannot)?.to_vec()
     } else {
         let path = site.path(url).ok_or_else(cannot)?;
         std::fs::read(path).map_err(|_| cannot())?
@@ -173,7 +174,8 @@ mod tests {
     }
 
     fn run(site: &Site, cache: &MasterCache) -> MasterLookup {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();

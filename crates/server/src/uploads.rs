@@ -469,7 +469,7 @@ pub fn extract_var<'a>(content: &'a str, var: &str) -> Option<&'a str> {
 
 /// `var2bin`: hex text to bytes.
 pub fn var2bin(hex: &str) -> Result<Vec<u8>, String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits ({})", hex.len()));
     }
     let digit = |c: u8| -> Result<u8, String> {
