@@ -34,37 +34,8 @@ pub fn write_script(site: &Path, name: &str, text: &str, age: u64) {
         .unwrap();
 }
 
-/// The configuration of the reference's golden scenario a.
-pub const SCENARIO_A: &str = r#"
-[master]
-info = "none"
-firmware = "137640"
-bootcode = "firmware"
-
-[status]
-enabled = true
-
-[backup]
-dir = "backup"
-
-[times]
-grace = 0
-
-[[phases]]
-id = "staging"
-seq = 100
-
-[[phases]]
-id = "update"
-seq = 200
-
-[[environments]]
-id = "default"
-
-[[environments]]
-id = "hq"
-implies = ["default"]
-"#;
+/// The configuration of the reference's golden scenario a (shared with the core golden tests).
+pub const SCENARIO_A: &str = include_str!("../../crates/core/tests/golden/scenario-a.toml");
 
 /// The snippets of scenario a, two days old as in the reference capture.
 pub fn scenario_a_scripts(site: &Path) {
@@ -323,4 +294,31 @@ fn regex_lite_replace(s: &str, suffix: &str, unit: char) -> String {
         out.push_str("\r\n");
     }
     out
+}
+
+/// Requests a1 to a4 of the reference captures against `app`, compared loosely with them.
+pub async fn assert_answers_like_reference(app: &TestApp) {
+    let dev = "type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5";
+    let host = "127.0.0.1:8091";
+    let (_, a1) = app.get("/update.php").await;
+    assert_like_golden(&a1, "a1-no-args.txt", app.addr, host);
+    let (_, a2) = app.get(&format!("/update.php?{dev}")).await;
+    assert_like_golden(&a2, "a2-new-device-staging.txt", app.addr, host);
+    let (_, a3) = app
+        .get(&format!(
+            "/update.php?polling=5&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640"
+        ))
+        .await;
+    assert_like_golden(&a3, "a3-update-phase.txt", app.addr, host);
+    let md5 = a3
+        .lines()
+        .find_map(|l| l.strip_prefix("mod cmd UP1 check ser "))
+        .expect("a3 sets the CHECK serial")
+        .trim();
+    let (_, a4) = app
+        .get(&format!(
+            "/update.php?polling=0&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}"
+        ))
+        .await;
+    assert_like_golden(&a4, "a4-check-good.txt", app.addr, host);
 }

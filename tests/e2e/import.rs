@@ -60,28 +60,7 @@ async fn imported_site_answers_like_the_original() {
         std::fs::rename(e.path(), owned.path().join(e.file_name())).unwrap();
     }
     let app = TestApp::start(owned).await;
-    let dev = "type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5";
-    let (_, a1) = app.get("/update.php").await;
-    assert_like_golden(&a1, "a1-no-args.txt", app.addr, "127.0.0.1:8091");
-    let (_, a2) = app.get(&format!("/update.php?{dev}")).await;
-    assert_like_golden(&a2, "a2-new-device-staging.txt", app.addr, "127.0.0.1:8091");
-    let (_, a3) = app
-        .get(&format!(
-            "/update.php?polling=5&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640"
-        ))
-        .await;
-    assert_like_golden(&a3, "a3-update-phase.txt", app.addr, "127.0.0.1:8091");
-    let md5 = a3
-        .lines()
-        .find_map(|l| l.strip_prefix("mod cmd UP1 check ser "))
-        .unwrap()
-        .trim();
-    let (_, a4) = app
-        .get(&format!(
-            "/update.php?polling=0&phase=update&{dev}&env=hq&PROT=137640&BOOT=137640&CHECK={md5}"
-        ))
-        .await;
-    assert_like_golden(&a4, "a4-check-good.txt", app.addr, "127.0.0.1:8091");
+    assert_answers_like_reference(&app).await;
     let (_, a5) = app
         .put(
             "/update.php?mode=backup&hwid=IP232-30-00-af&sn=00-90-33-30-00-af",

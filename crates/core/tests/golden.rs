@@ -57,36 +57,7 @@ fn script(text: &str) -> ScriptFile {
 
 /// Scenario a of the golden README.
 fn scenario_a() -> (Site, MemPorts) {
-    let toml = r#"
-[master]
-info = "none"
-firmware = "137640"
-bootcode = "firmware"
-
-[status]
-enabled = true
-
-[backup]
-dir = "backup"
-
-[times]
-grace = 0
-
-[[phases]]
-id = "staging"
-seq = 100
-
-[[phases]]
-id = "update"
-seq = 200
-
-[[environments]]
-id = "default"
-
-[[environments]]
-id = "hq"
-implies = ["default"]
-"#;
+    let toml = include_str!("golden/scenario-a.toml");
     let config = SiteConfig::from_toml_str(toml).expect("scenario a parses");
     let mut scripts = BTreeMap::new();
     scripts.insert(

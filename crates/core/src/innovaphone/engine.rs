@@ -158,6 +158,32 @@ impl<'a> SiteView<'a> {
     }
 }
 
+/// The two images a device loads, with the words the reference uses for each.
+#[derive(Clone, Copy)]
+struct Image {
+    /// `prot` / `boot`: the command and the `{filetype}` placeholder.
+    filetype: &'static str,
+    /// The argument carrying the running build.
+    arg: &'static str,
+    long: &'static str,
+    short: &'static str,
+}
+
+impl Image {
+    const FIRMWARE: Image = Image {
+        filetype: "prot",
+        arg: "PROT",
+        long: "firmware",
+        short: "firmware",
+    };
+    const BOOTCODE: Image = Image {
+        filetype: "boot",
+        arg: "BOOT",
+        long: "boot code",
+        short: "bootcode",
+    };
+}
+
 /// Marker: the reference stops the script here.
 pub(crate) struct Stop;
 
@@ -825,55 +851,46 @@ impl<'a> Run<'a> {
         self.comment(&format!("noboot: {}", lowerb.join(", ")));
 
         let mut reset = false;
-        match prot.filter(|_| !nofirm) {
-            Some(p) => {
-                let have = self.req.arg("PROT");
-                if have
-                    .map(|h| loose_ne(Some(h), &LooseValue::Str(p.clone())))
-                    .unwrap_or(true)
-                {
-                    self.notify(&format!(
-                        "current firmware ({}) does not match required firmware ({p})",
-                        have.unwrap_or("unknown")
-                    ));
-                    let url = self.view.fw_url(&p, device_type, "prot");
-                    self.line(&format!("mod cmd UP0 prot {url} ser {p}"));
-                    self.state.firmware.requested = Some(p.clone());
-                    self.state.firmware.requested_at = Some(self.now);
-                    reset = true;
-                } else {
-                    self.comment(&format!("firmware {p} good"));
-                }
-            }
-            None => self.comment(&format!(
-                "no firmware update for device of type '{device_type}'"
-            )),
+        if let Some(p) = self.image(Image::FIRMWARE, prot.filter(|_| !nofirm), device_type) {
+            self.state.firmware.requested = Some(p);
+            self.state.firmware.requested_at = Some(self.now);
+            reset = true;
         }
-        match boot.filter(|_| !noboot) {
-            Some(b) => {
-                let have = self.req.arg("BOOT");
-                if have
-                    .map(|h| loose_ne(Some(h), &LooseValue::Str(b.clone())))
-                    .unwrap_or(true)
-                {
-                    self.notify(&format!(
-                        "current boot code ({}) does not match required boot code ({b})",
-                        have.unwrap_or("unknown")
-                    ));
-                    let url = self.view.fw_url(&b, device_type, "boot");
-                    self.line(&format!("mod cmd UP0 boot {url} ser {b}"));
-                    self.state.requested = Some(format!("{b}bootcode"));
-                    self.state.bootcode.requested_at = Some(self.now);
-                    reset = true;
-                } else {
-                    self.comment(&format!("boot code {b} good"));
-                }
-            }
-            None => self.comment(&format!(
-                "no bootcode update for device of type '{device_type}'"
-            )),
+        if let Some(b) = self.image(Image::BOOTCODE, boot.filter(|_| !noboot), device_type) {
+            self.state.requested = Some(format!("{b}bootcode"));
+            self.state.bootcode.requested_at = Some(self.now);
+            reset = true;
         }
         Ok(reset)
+    }
+
+    /// Compare one image (firmware or boot code) with what the device reports and send the
+    /// download command when they differ. Returns the build requested.
+    fn image(&mut self, kind: Image, wanted: Option<String>, device_type: &str) -> Option<String> {
+        let Some(build) = wanted else {
+            self.comment(&format!(
+                "no {} update for device of type '{device_type}'",
+                kind.short
+            ));
+            return None;
+        };
+        let have = self.req.arg(kind.arg);
+        let differs = have
+            .map(|h| loose_ne(Some(h), &LooseValue::Str(build.clone())))
+            .unwrap_or(true);
+        if !differs {
+            self.comment(&format!("{} {build} good", kind.long));
+            return None;
+        }
+        self.notify(&format!(
+            "current {} ({}) does not match required {} ({build})",
+            kind.long,
+            have.unwrap_or("unknown"),
+            kind.long
+        ));
+        let url = self.view.fw_url(&build, device_type, kind.filetype);
+        self.line(&format!("mod cmd UP0 {} {url} ser {build}", kind.filetype));
+        Some(build)
     }
 
     /// `forcetrust`: the TLS client certificate must name this device and come from a
