@@ -94,7 +94,7 @@ impl AppState {
     }
 
     /// Ports for the engine, doing their async work on `runtime`. Use them on a blocking
-    /// thread (`spawn_blocking`), never directly inside an async task.
+    /// thread (`spawn_blocking`), never directly inside an async task (see [`crate::ports`]).
     pub fn ports(&self, runtime: tokio::runtime::Handle) -> SitePorts {
         SitePorts::new(
             self.site_arc(),

@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .fallback(dispatch)
         .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Route by path shape: `<anything>/update.php` and the clean path run the update script,

@@ -5,7 +5,8 @@
 //! of them with graceful shutdown. Each listener tells its handlers its own local address
 //! through a [`ListenerInfo`] extension. [`serve`] does both in one call.
 //!
-//! Plain HTTP only for now; TLS listeners will set `ListenerInfo::https`.
+//! Plain HTTP only for now; TLS listeners will set `ListenerInfo::https`. This module must
+//! not look at requests: routing and answers belong to the handlers.
 
 use std::future::Future;
 use std::net::SocketAddr;

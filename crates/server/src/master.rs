@@ -181,7 +181,9 @@ mod tests {
             .unwrap();
         let handle = rt.handle().clone();
         let http = reqwest::Client::new();
-        lookup(site, &handle, &http, cache, crate::app::now())
+        let r = lookup(site, &handle, &http, cache, crate::app::now());
+        rt.shutdown_background();
+        r
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! leave it are treated as missing); the master lookup is [`crate::master`]; dynamic snippets
 //! are [`crate::hook`]. Used by the server and by `autoprov simulate`.
 //!
-//! The methods are synchronous and block on a tokio runtime handle for network and process
-//! I/O: call them on a blocking thread (`tokio::task::spawn_blocking` or a plain thread),
-//! never from inside an async task. No decisions are taken here.
+//! The methods are synchronous: network and process I/O is spawned on the tokio runtime given
+//! to [`SitePorts::new`] and waited for. Call them on a blocking thread
+//! (`tokio::task::spawn_blocking` or a plain thread), never from inside an async task, and
+//! keep that runtime running meanwhile (a multi-thread runtime, or a current-thread runtime
+//! whose `block_on` is active). No decisions are taken here.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ impl SitePorts {
     }
 
     /// Ports with their own HTTP client and master cache handle (for `autoprov simulate`).
+    /// See the module docs for the runtime requirements.
     pub fn standalone(site: Arc<Site>, runtime: tokio::runtime::Handle) -> SitePorts {
         SitePorts::new(
             site,

@@ -9,6 +9,7 @@
 //! device: it translates and records.
 
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -34,8 +35,15 @@ pub async fn handle(app: AppState, req: Request) -> Response {
         let mode = mode.to_string();
         return crate::uploads::handle(app, &mode, args, parts, body).await;
     }
-    let facts = ConnFacts::of(&parts);
-    let req = UpdateRequest {
+    let req = to_update_request(&parts, args);
+    run(app, req).await
+}
+
+/// The engine's view of an HTTP request (`https` and `server_port` come from the listener's
+/// [`crate::ListenerInfo`], the peer from `ConnectInfo<SocketAddr>`).
+pub fn to_update_request(parts: &Parts, args: Vec<(String, String)>) -> UpdateRequest {
+    let facts = ConnFacts::of(parts);
+    UpdateRequest {
         args,
         https: facts.https,
         server_port: facts.local.map(|a| a.port()),
@@ -44,8 +52,7 @@ pub async fn handle(app: AppState, req: Request) -> Response {
         peer_ip: facts.peer_ip,
         forwarded_for: facts.forwarded_for,
         client_cert: None,
-    };
-    run(app, req).await
+    }
 }
 
 /// Run the engine for one request and record its result.
@@ -115,6 +122,46 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_facts() {
+        use crate::app::ListenerInfo;
+        use axum::extract::ConnectInfo;
+        use std::net::SocketAddr;
+        let mut req = axum::http::Request::builder()
+            .uri("/mtls/upd/update.php?sn=1&type=IP232")
+            .header("host", "srv.example:8080")
+            .header("x-forwarded-for", "10.1.1.1, 10.2.2.2")
+            .body(())
+            .unwrap();
+        let peer: SocketAddr = "[::ffff:10.0.0.5]:40000".parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(ListenerInfo {
+            local: "127.0.0.1:8080".parse().unwrap(),
+            https: false,
+        });
+        let (parts, ()) = req.into_parts();
+        let args = UpdateRequest::parse_query(parts.uri.query().unwrap());
+        let r = to_update_request(&parts, args);
+        assert_eq!(r.arg("type"), Some("IP232"));
+        assert_eq!(r.host, "srv.example:8080");
+        assert_eq!(r.path, "/mtls/upd/update.php");
+        assert_eq!(r.server_port, Some(8080));
+        assert_eq!(r.peer_ip, "10.0.0.5");
+        assert_eq!(r.forwarded_for.as_deref(), Some("10.1.1.1, 10.2.2.2"));
+        assert!(!r.https);
+
+        // no Host header, no listener info: the authority, then defaults
+        let req = axum::http::Request::builder()
+            .uri("http://10.0.0.1:81/update.php")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let r = to_update_request(&parts, vec![]);
+        assert_eq!(r.host, "10.0.0.1:81");
+        assert_eq!(r.peer_ip, "0.0.0.0");
+        assert_eq!(r.server_port, None);
+    }
 
     #[test]
     fn paths() {

@@ -7,7 +7,9 @@
 //! taken from the request are checked before they touch the file system.
 //!
 //! Retention and normalisation of backups are decided by
-//! [`autoprov_core::innovaphone::backup`]; this module does the file and HTTP work.
+//! [`autoprov_core::innovaphone::backup`]; this module does the file and HTTP work. It must
+//! never write outside the backup and certificate folders, nor write anything for a refused
+//! request.
 
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
