@@ -158,3 +158,42 @@ async fn firmware_is_served_under_every_prefix() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn snippet_bytes_reach_the_device_unchanged() {
+    let toml = "[master]\ninfo = \"\"\n[times]\ngrace = 0\n";
+    let app = TestApp::spawn(toml, |site| {
+        let p = site.join("scripts/update-all-default.txt");
+        // ISO-8859-1 "ä", then UTF-8 "ü": both must go out as they are on disk.
+        std::fs::write(
+            &p,
+            b"config add CMD0 /name M\xe4rz\nconfig add CMD0 /loc \xc3\xbc\n",
+        )
+        .unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+    })
+    .await;
+    let r = app
+        .client
+        .get(app.url("/update.php?type=IP232&sn=00-90-33-30-00-af&hwid=h&ip=1.2.3.4"))
+        .send()
+        .await
+        .unwrap();
+    let body = r.bytes().await.unwrap().to_vec();
+    let needle = b"config add CMD0 /name M\xe4rz\nconfig add CMD0 /loc \xc3\xbc\n\r\n";
+    assert!(
+        body.windows(needle.len()).any(|w| w == needle),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // The CHECK serial is the md5 of the raw trimmed lines, as the reference computes it.
+    let text = String::from_utf8_lossy(&body);
+    let sig = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mod cmd UP1 check ser "))
+        .unwrap()
+        .trim();
+    assert_eq!(sig, "baaa52fb33153f7470d5d6c8888869c4");
+}

@@ -55,26 +55,7 @@ pub fn safe_component(s: &str) -> bool {
         && !s.chars().any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
-/// Decode bytes as ISO-8859-1 (every byte is one `char`).
-pub fn latin1_decode(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
-}
-
-/// Encode a string made by [`latin1_decode`] back to its bytes. Characters above U+00FF
-/// (which `latin1_decode` never produces) are written as UTF-8.
-pub fn latin1_encode(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    for c in s.chars() {
-        let v = c as u32;
-        if v <= 0xFF {
-            out.push(v as u8);
-        } else {
-            let mut buf = [0u8; 4];
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-        }
-    }
-    out
-}
+pub use autoprov_core::innovaphone::php::{latin1_decode, wire_bytes as latin1_encode};
 
 /// Text from bytes: UTF-8 when valid, ISO-8859-1 otherwise.
 pub fn decode_text(bytes: Vec<u8>) -> String {

@@ -17,7 +17,7 @@ use autoprov_core::innovaphone::{DynamicSnippets, MasterLookup, Ports, ScriptFil
 use autoprov_core::{DeviceState, Site};
 
 use crate::app::MasterCache;
-use crate::fsutil::{decode_text, mtime_secs};
+use crate::fsutil::{latin1_decode, mtime_secs};
 
 pub struct SitePorts {
     site: Arc<Site>,
@@ -76,8 +76,9 @@ pub fn read_script(site: &Site, rel: &str) -> Option<ScriptFile> {
             content: Err("is a directory".to_string()),
         });
     }
+    // Bytes as they are (ISO-8859-1 view): the device gets exactly the file's bytes.
     let content = std::fs::read(&path)
-        .map(decode_text)
+        .map(|b| latin1_decode(&b))
         .map_err(|e| e.to_string());
     Some(ScriptFile { mtime, content })
 }

@@ -29,12 +29,10 @@ pub fn text(status: StatusCode, body: String) -> Response {
 
 /// A `text/plain` response carrying raw bytes (ISO-8859-1 text from devices or snippets).
 pub fn bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    // No charset: the bytes are the snippets' own (innovaphone configs are ISO-8859-1).
     (
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
         body,
     )
         .into_response()

@@ -116,7 +116,10 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     }
     drop(_guard);
     app.maybe_expire(now).await;
-    respond::text(StatusCode::OK, outcome.body)
+    respond::bytes(
+        StatusCode::OK,
+        autoprov_core::innovaphone::php::wire_bytes(&outcome.body),
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 use md5::{Digest, Md5};
 
 use super::certs;
-use super::php::{loose_ne, since, LooseValue};
+use super::php::{loose_ne, since, wire_bytes, LooseValue};
 use super::url::{apply_urlmod, make_full_url, rawurlencode};
 use super::*;
 use crate::config::{Applies, SiteConfig};
@@ -1122,22 +1122,22 @@ pub fn candidate_scripts(
 }
 
 /// The CHECK serial: md5 over the pre-snippet, every trimmed non-empty script line, and the
-/// post-snippet.
+/// post-snippet, as bytes on the wire (see [`wire_bytes`]).
 pub fn files_signature(pre: &[String], files: &[(String, ScriptFile)], post: &[String]) -> String {
     let mut h = Md5::new();
-    h.update(pre.concat().as_bytes());
+    h.update(wire_bytes(&pre.concat()));
     for (_, f) in files {
         if let Ok(text) = &f.content {
             for line in text.split('\n') {
                 let l = line
                     .trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'));
                 if !l.is_empty() {
-                    h.update(l.as_bytes());
+                    h.update(wire_bytes(l));
                 }
             }
         }
     }
-    h.update(post.concat().as_bytes());
+    h.update(wire_bytes(&post.concat()));
     format!("{:x}", h.finalize())
 }
 

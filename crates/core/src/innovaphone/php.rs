@@ -77,6 +77,28 @@ fn loose_eq(current: Option<&str>, new: &LooseValue) -> bool {
     }
 }
 
+/// Bytes as PHP holds them: read a file as ISO-8859-1, one `char` per byte, so that the
+/// script text can be handled as a `String` and still go out byte for byte.
+pub fn latin1_decode(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+/// The bytes of a script on the wire (and under the CHECK md5): characters up to U+00FF as one
+/// byte each (undoing [`latin1_decode`]), anything above as UTF-8.
+pub fn wire_bytes(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        let v = c as u32;
+        if v <= 0xFF {
+            out.push(v as u8);
+        } else {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +110,13 @@ mod tests {
         assert_eq!(since(1000 + 1, 1000), "1 sec");
         assert_eq!(since(1000 + 150, 1000), "2.5 mins");
         assert_eq!(since(5, 0), "&infin;");
+    }
+
+    #[test]
+    fn latin1_round_trip() {
+        let raw = [b'a', 0xe4, 0xc3, 0xbc, b'\n'];
+        assert_eq!(wire_bytes(&latin1_decode(&raw)), raw);
+        assert_eq!(wire_bytes("\u{20ac}"), "\u{20ac}".as_bytes());
     }
 
     #[test]
