@@ -12,6 +12,12 @@ need_pkg() {  # need_pkg <command> <debian package>
   fi
 }
 need_pkg curl curl
+need_pkg openssl openssl
+need_pkg sipp sip-tester        # SIP plug-and-play and NOTIFY peers (tests/e2e/sip*.rs)
+need_pkg ip iproute2            # network namespaces for the multicast test
+need_pkg dnsmasq dnsmasq-base   # checks the `dhcp-config --format dnsmasq` output
+need_pkg chromium chromium         # headless browser test of the web UI (tests/e2e/admin.rs)
+need_pkg chromedriver chromium-driver
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "== cargo fmt --check"

@@ -5,6 +5,10 @@
 //! 1 failure (a message on stderr says what to do), 2 usage error (from clap).
 
 mod demo;
+mod devices_cli;
+mod discovery_cli;
+mod firmware_cli;
+mod tls_cli;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,14 +50,54 @@ enum Cmd {
     },
     /// Print exactly what a device would receive now, without recording any state.
     Simulate(Box<SimulateArgs>),
-    /// List the devices in the site's database (missing ones flagged).
+    /// Manage the firmware catalogue (`add`) and see targets and device progress (`status`).
+    Firmware {
+        #[command(subcommand)]
+        cmd: firmware_cli::FirmwareCmd,
+    },
+    /// The site's certificate authority: create it, approve (sign) a device's CSR.
+    Ca {
+        #[command(subcommand)]
+        cmd: tls_cli::CaCmd,
+    },
+    /// The certificate roll-out by hand: pending CSRs, download one, upload the signed
+    /// certificate.
+    Certs {
+        #[command(subcommand)]
+        cmd: tls_cli::CertsCmd,
+    },
+    /// Send SIP NOTIFY check-sync (or reboot) to phones: one device, a filter, all, or an
+    /// address; throttled to --rate per second; results recorded per device.
+    Notify(discovery_cli::NotifyArgs),
+    /// Print DHCP server options (66, 43, 114, 160; matched by option 60 or MAC prefix)
+    /// pointing phones at this server.
+    DhcpConfig(discovery_cli::DhcpArgs),
+    /// The devices in the site's database: `list` (the default; missing ones flagged,
+    /// filter as on the status page), `show`, `forget`.
     Devices {
         /// Site directory (holds autoprov.toml).
-        #[arg(long, default_value = "demo-site", env = "AUTOPROV_SITE")]
+        #[arg(
+            long,
+            default_value = "demo-site",
+            env = "AUTOPROV_SITE",
+            global = true
+        )]
         site: PathBuf,
         /// Print JSON (one array of device states) instead of a table.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
+        #[command(subcommand)]
+        cmd: Option<devices_cli::DevicesCmd>,
+    },
+    /// A device's configuration backups: list, get, diff.
+    Backups {
+        #[command(subcommand)]
+        cmd: devices_cli::BackupsCmd,
+    },
+    /// Operators of the web UI and REST API: set a password, create an API token.
+    Admin {
+        #[command(subcommand)]
+        cmd: devices_cli::AdminCmd,
     },
 }
 
@@ -65,6 +109,13 @@ struct ServeArgs {
     /// Address to listen on; repeat for several. Default: `[server] listen` of the site.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     listen: Vec<SocketAddr>,
+    /// HTTPS address; repeat for several. Default: `[tls] https_listen` of the site.
+    #[arg(long = "https", value_name = "ADDR:PORT")]
+    https: Vec<SocketAddr>,
+    /// Mutual-TLS address (client certificates asked for and verified); repeat for several.
+    /// Default: `[tls] mtls_listen` of the site.
+    #[arg(long = "mtls", value_name = "ADDR:PORT")]
+    mtls: Vec<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -124,7 +175,20 @@ fn main() {
         Cmd::Check { site } => check(&site),
         Cmd::ImportInnovaphone { php_dir, site_dir } => import(&php_dir, &site_dir),
         Cmd::Simulate(a) => runtime().and_then(|rt| rt.block_on(simulate(*a))),
-        Cmd::Devices { site, json } => runtime().and_then(|rt| rt.block_on(devices(&site, json))),
+        Cmd::Firmware { cmd } => firmware_cli::run(cmd),
+        Cmd::Ca { cmd } => tls_cli::ca(cmd, load_site),
+        Cmd::Certs { cmd } => tls_cli::certs(cmd, load_site),
+        Cmd::Notify(a) => runtime().and_then(|rt| rt.block_on(discovery_cli::notify(a, load_site))),
+        Cmd::DhcpConfig(a) => discovery_cli::dhcp_config(a, load_site),
+        Cmd::Devices { site, json, cmd } => {
+            runtime().and_then(|rt| rt.block_on(devices_cli::devices(&site, json, cmd, load_site)))
+        }
+        Cmd::Backups { cmd } => {
+            runtime().and_then(|rt| rt.block_on(devices_cli::backups(cmd, load_site)))
+        }
+        Cmd::Admin { cmd } => {
+            runtime().and_then(|rt| rt.block_on(devices_cli::admin(cmd, load_site)))
+        }
     };
     if let Err(e) = result {
         eprintln!("autoprov: {e:#}");
@@ -179,33 +243,41 @@ async fn serve(a: ServeArgs) -> Result<()> {
         eprintln!("autoprov: created demo site in {}", a.site.display());
     }
     let site = load_site(&a.site)?;
-    let listen: Vec<SocketAddr> = if a.listen.is_empty() {
-        site.config
-            .server
-            .listen
-            .iter()
-            .map(|s| {
-                s.parse()
-                    .with_context(|| format!("[server] listen: '{s}' is not ADDR:PORT"))
-            })
-            .collect::<Result<_>>()?
-    } else {
-        a.listen.clone()
-    };
+    let specs = tls_cli::listen_specs(&site, &a.listen, &a.https, &a.mtls)?;
+    if specs.iter().any(|s| s.kind.is_tls()) {
+        tls_cli::announce_server_cert(&site).await?;
+    }
+    autoprov_server::catalog::catalog_dir(&site)
+        .and_then(|dir| autoprov_server::catalog::read_manifest(&dir))
+        .context("the firmware catalogue cannot be loaded (run `autoprov check`)")?;
     let store = open_store(&site).await?;
+    match autoprov_server::admin::auth::ensure_admin(&store).await {
+        Ok(Some(pw)) => println!(
+            "autoprov: created operator 'admin' for the web UI (/admin) with password: {pw}"
+        ),
+        Ok(None) => {}
+        Err(e) => bail!("cannot create the first operator account: {e}"),
+    }
     let state = autoprov_server::AppState::new(site, store);
-    let bound = autoprov_server::bind(&listen).await?;
-    for addr in bound.local_addrs() {
+    let bound = autoprov_server::bind_listeners(&specs).await?;
+    for (addr, kind) in bound.listeners() {
         let host = if addr.ip().is_unspecified() {
             local_ip().unwrap_or_else(|| "127.0.0.1".parse().expect("literal"))
         } else {
             addr.ip()
         };
         let host = SocketAddr::new(host, addr.port());
-        println!("autoprov: listening on {addr}");
-        println!("autoprov: innovaphone devices: set the update URL to http://{host}/update.php?type=#t&sn=#m&hwid=#h&ip=#i");
+        let scheme = kind.scheme();
+        if kind == autoprov_server::ListenerKind::Http {
+            println!("autoprov: listening on {addr}");
+        } else {
+            println!("autoprov: listening on {addr} ({kind})");
+        }
+        println!("autoprov: innovaphone devices: set the update URL to {scheme}://{host}/update.php?type=#t&sn=#m&hwid=#h&ip=#i");
     }
+    let side = discovery_cli::start_side_channels(&state, &bound.listeners()).await?;
     bound.run(state, shutdown_signal()).await?;
+    side.stop().await;
     Ok(())
 }
 
@@ -247,8 +319,10 @@ fn check(dir: &Path) -> Result<()> {
     for d in &diags {
         println!("{d}");
     }
-    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let mut errors = diags.iter().filter(|d| d.is_error()).count();
     if let Some(config) = config {
+        errors += firmware_cli::check(dir, &path.display().to_string(), &text, &config);
+        errors += check_vendor_templates(dir);
         let scripts = autoprov_core::site::safe_join(dir, &config.times.dir);
         match scripts {
             Some(s) if !s.is_dir() => {
@@ -266,6 +340,69 @@ fn check(dir: &Path) -> Result<()> {
     }
     println!("{}: ok", path.display());
     Ok(())
+}
+
+/// Check the site's vendor templates (`templates/<vendor>/<name>`): syntax errors are errors
+/// (`file:line:1: error: ...`); a folder or file the server never reads is a warning.
+/// Returns the number of errors.
+fn check_vendor_templates(site: &Path) -> usize {
+    use autoprov_core::vendors::{by_id, templates};
+    let root = site.join("templates");
+    let Ok(dirs) = std::fs::read_dir(&root) else {
+        return 0;
+    };
+    let mut errors = 0;
+    let mut entries: Vec<_> = dirs.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for vdir in entries.iter().filter(|p| p.is_dir()) {
+        let vendor = vdir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if by_id(&vendor).is_none() {
+            println!(
+                "{}: warning: no vendor '{vendor}'; vendor template folders are {}",
+                vdir.display(),
+                autoprov_core::vendors::registry()
+                    .iter()
+                    .map(|v| v.id())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(vdir) else {
+            continue;
+        };
+        let mut files: Vec<_> = files.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files.iter().filter(|p| p.is_file()) {
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let shown = f.display().to_string();
+            if templates::shipped(&vendor, &name).is_none() {
+                println!("{shown}: warning: not a {vendor} template name; it is never used");
+                continue;
+            }
+            match std::fs::read_to_string(f) {
+                Err(e) => {
+                    errors += 1;
+                    println!("{shown}: error: cannot read it as UTF-8 text: {e}");
+                }
+                Ok(src) => {
+                    if let Err(e) = templates::check_syntax(&shown, &name, &src) {
+                        errors += 1;
+                        println!("{}:{}:1: error: {}", e.file, e.line.unwrap_or(1), e.message);
+                    }
+                }
+            }
+        }
+    }
+    errors
 }
 
 fn import(php_dir: &Path, site_dir: &Path) -> Result<()> {
@@ -364,37 +501,6 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-async fn devices(dir: &Path, json: bool) -> Result<()> {
-    let site = load_site(dir)?;
-    let store = open_store(&site).await?;
-    let list = store.list().await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(());
-    }
-    let now = unix_now();
-    let missing_after = site.config.status.missing as i64;
-    println!(
-        "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} STATUS",
-        "SN", "TYPE", "PHASE", "ENVIRONMENTS", "LAST SEEN", "FIRMWARE"
-    );
-    for d in &list {
-        let missing = missing_after > 0 && d.seen < now - missing_after;
-        println!(
-            "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} {}",
-            d.sn,
-            d.device.device_type.as_deref().unwrap_or("-"),
-            d.device.phase.as_deref().unwrap_or("-"),
-            d.device.environments.as_deref().unwrap_or("-"),
-            autoprov_core::innovaphone::php::since(now, d.seen),
-            d.firmware.build.as_deref().unwrap_or("-"),
-            if missing { "missing" } else { "present" }
-        );
-    }
-    println!("{} device(s)", list.len());
-    Ok(())
 }
 
 /// `IP232` + `00-90-33-30-00-af` → `IP232-30-00-af`, as innovaphone devices form `#h`.

@@ -98,6 +98,16 @@ impl TestApp {
         }
     }
 
+    /// Stop this server and start a new one on the same site directory and database (e.g.
+    /// after the test changed `autoprov.toml`). The new server listens on a new port.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        TestApp::start(dir).await
+    }
+
     pub fn site(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }

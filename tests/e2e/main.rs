@@ -3,10 +3,20 @@
 
 mod helpers;
 
+mod admin;
 mod backups;
 mod bad_input;
 mod cli;
+mod dhcp;
 mod dynamic;
 mod firmware;
+mod firmware_catalog;
 mod import;
 mod lifecycle;
+mod mdns;
+mod sip;
+mod sip_multicast;
+mod tftp;
+mod tls;
+mod vendors;
+mod zt_support;

@@ -29,6 +29,22 @@ pub struct SiteConfig {
     pub customcerts: CustomCerts,
     pub queries: Queries,
     pub scripting: Scripting,
+    pub tls: Tls,
+    pub ca: Ca,
+    pub firmware: FirmwareConfig,
+    pub sip: Sip,
+    pub mdns: Mdns,
+    pub tftp: Tftp,
+    /// `[provisioning]`: answering phones of the other vendors (see [`crate::settings`]).
+    pub provisioning: crate::settings::Provisioning,
+    /// `[settings]`: the defaults layer of the vendor-neutral settings.
+    pub settings: crate::settings::Settings,
+    /// `[vendors.<id>]`: per-vendor switch, settings layers and options.
+    pub vendors: std::collections::BTreeMap<String, crate::settings::VendorConfig>,
+    /// `[[groups]]`: named device sets with settings (also used by firmware targets).
+    pub groups: Vec<crate::settings::Group>,
+    /// `[devices."<mac>"]`: one device's groups and settings.
+    pub devices: std::collections::BTreeMap<String, crate::settings::DeviceEntry>,
 }
 
 /// autoprov's own settings (not part of the reference `config.xml`).
@@ -403,6 +419,309 @@ pub enum HookFailure {
     Skip,
 }
 
+/// `[tls]`: HTTPS and mutual-TLS listeners, the server certificate, client trust and reverse
+/// proxies (autoprov's own; the reference leaves all of this to the web server).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Addresses for HTTPS (server certificate only) when `serve` gets no `--https`.
+    pub https_listen: Vec<String>,
+    /// Addresses for mutual TLS (a client certificate is asked for and verified) when `serve`
+    /// gets no `--mtls`. The handshake also succeeds without a certificate or with an untrusted
+    /// one, so that the refusal can be explained to the device and recorded; `times.forcetrust`
+    /// decides what such a device gets.
+    pub mtls_listen: Vec<String>,
+    /// Server certificate chain (PEM, leaf first), relative to the site. Created self-signed on
+    /// the first start of a TLS listener when neither it nor `key` exists. Replaced files are
+    /// used by new connections without a restart.
+    pub cert: String,
+    /// Private key of the server certificate (PEM, PKCS#8/PKCS#1/SEC1), relative to the site.
+    pub key: String,
+    /// PEM bundle of the CAs whose client certificates the MTLS listener trusts, relative to the
+    /// site (e.g. the innovaphone device CAs). Empty = only the built-in CA (`[ca] cert`).
+    pub client_ca: String,
+    /// Reverse proxies (IP addresses or CIDR blocks such as `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` header is believed. From any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a client may take for the TLS handshake.
+    pub handshake_timeout: u64,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            https_listen: Vec::new(),
+            mtls_listen: Vec::new(),
+            cert: "tls/server.crt".into(),
+            key: "tls/server.key".into(),
+            client_ca: String::new(),
+            trusted_proxies: Vec::new(),
+            handshake_timeout: 10,
+        }
+    }
+}
+
+impl Tls {
+    /// Whether `ip` is one of `trusted_proxies` (entries that do not parse never match).
+    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| parse_cidr(p).ok())
+            .any(|(net, bits)| ip_in_cidr(ip, net, bits))
+    }
+}
+
+/// Parse `192.0.2.1`, `10.0.0.0/8`, `::1` or `fd00::/8` into an address and a prefix length.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let s = s.trim();
+    let (addr, bits) = match s.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("'{addr}' is not an IP address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        None => max,
+        Some(b) => match b.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("prefix length '/{b}' must be 0..{max}")),
+        },
+    };
+    Ok((ip, bits))
+}
+
+/// Whether `ip` lies in `net/bits`; IPv4-mapped IPv6 addresses count as IPv4.
+pub fn ip_in_cidr(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// `[ca]`: the built-in certificate authority (`autoprov ca init`, `autoprov ca sign`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ca {
+    /// CA certificate (PEM), relative to the site. The default name matches the default
+    /// `customcerts.cakeys` pattern in the default `customcerts.dir`, so the CA is pushed to
+    /// devices as the chain of their new certificate. The MTLS listener trusts it too.
+    pub cert: String,
+    /// CA private key (PEM), relative to the site. Kept out of the certificate folder so that
+    /// no `cakeys` pattern can push it to devices.
+    pub key: String,
+    /// Common name of the CA created by `ca init`. Add it to `customcerts.caname` so that
+    /// certificates signed by it are accepted.
+    pub cn: String,
+    /// Key type for `ca init`: `rsa2048` (what innovaphone devices create) or `ecdsa-p256`.
+    pub key_type: String,
+    /// Validity of the CA certificate created by `ca init`, in days.
+    pub ca_valid_days: u32,
+    /// Validity of device certificates signed by the CA, in days.
+    pub valid_days: u32,
+    /// Sign a device's pending CSR automatically when the device polls over the MTLS listener
+    /// with a verified client certificate that names it (CN = hwid or sn without dashes) and
+    /// was issued by a CA with one of these common names. Empty = never sign automatically.
+    pub auto_sign_for: Vec<String>,
+}
+
+impl Default for Ca {
+    fn default() -> Self {
+        Ca {
+            cert: "certs/CAkey-autoprov.pem".into(),
+            key: "ca/autoprov-ca.key".into(),
+            cn: "autoprov Device CA".into(),
+            key_type: "rsa2048".into(),
+            ca_valid_days: 7300,
+            valid_days: 825,
+            auto_sign_for: Vec::new(),
+        }
+    }
+}
+
+/// `[firmware]`: the firmware catalogue for every vendor (innovaphone's `fw/` folder and
+/// `[master]` are separate). See [`crate::firmware`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirmwareConfig {
+    /// Catalogue directory, relative to the site: `catalog.toml` and
+    /// `<vendor>/<model>/<version>/<file>`.
+    pub dir: String,
+    /// Firmware downloads served at once; further ones get 503 with `Retry-After`, so
+    /// configuration requests never wait behind firmware.
+    pub max_downloads: u32,
+    /// Seconds sent in `Retry-After` when all download slots are busy.
+    pub retry_after: u64,
+    /// Downloads of one image without the device's reported version changing after which the
+    /// device is flagged as probably looping.
+    pub flag_after: u32,
+    /// Target versions: `[[firmware.targets]]`.
+    pub targets: Vec<FirmwareTargetRule>,
+}
+
+impl Default for FirmwareConfig {
+    fn default() -> Self {
+        FirmwareConfig {
+            dir: "firmware".into(),
+            max_downloads: 16,
+            retry_after: 120,
+            flag_after: 3,
+            targets: Vec::new(),
+        }
+    }
+}
+
+/// `[[firmware.targets]]`: the version devices of a vendor's model should run; with `groups`,
+/// only devices in one of those groups (a group rule beats the model-wide rule; between group
+/// rules the first in the file wins).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareTargetRule {
+    pub vendor: String,
+    pub model: String,
+    pub version: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[sip]`: the SIP plug-and-play responder (`serve`) and the check-sync/resync sender
+/// (`autoprov notify`). autoprov's own section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sip {
+    /// Start the plug-and-play responder with `serve`.
+    pub enabled: bool,
+    /// UDP address of the responder (port 0 = any free port, for tests).
+    pub listen: String,
+    /// Join the plug-and-play multicast group 224.0.1.75.
+    pub multicast: bool,
+    /// Interfaces to join the group on: IPv4 addresses or interface names (`eth0`).
+    /// Empty = the interface the routing table picks.
+    pub interfaces: Vec<String>,
+    /// Per-brand URL templates for plug-and-play answers (`snom = "{base}/{mac}.xml"`), keyed
+    /// by brand id; `{base}` is the provisioning root URL (`[provisioning] base_url`, else
+    /// `http://<this host>:<first HTTP port>`) without its trailing `/`, anything else
+    /// (`{mac}`, `$mac`) is left for the phone. Brands not listed get the built-in default.
+    pub pnp_urls: std::collections::BTreeMap<String, String>,
+    /// Plug-and-play SUBSCRIBEs handled per second; more are dropped (and counted).
+    pub max_per_second: u32,
+    /// NOTIFYs started per second by `autoprov notify` (a mass resync never becomes a boot storm).
+    pub notify_rate: u32,
+    /// SIP port of the phones when a NOTIFY target has none.
+    pub notify_port: u16,
+    /// Seconds to wait for a phone's final answer to a NOTIFY.
+    pub notify_timeout: u64,
+    /// User name for digest challenges (401/407) to NOTIFYs; empty = challenges are not answered.
+    pub notify_user: String,
+    /// Password for digest challenges.
+    pub notify_password: String,
+    /// File (relative to the site) holding the password instead; its first line is used.
+    pub notify_password_file: String,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Sip {
+            enabled: false,
+            listen: "0.0.0.0:5060".into(),
+            multicast: true,
+            interfaces: Vec::new(),
+            pnp_urls: Default::default(),
+            max_per_second: 50,
+            notify_rate: 10,
+            notify_port: 5060,
+            notify_timeout: 4,
+            notify_user: String::new(),
+            notify_password: String::new(),
+            notify_password_file: String::new(),
+        }
+    }
+}
+
+/// `[mdns]`: DNS-SD announcement of the provisioning service on the LAN (`serve`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mdns {
+    pub enabled: bool,
+    /// Instance name shown by browsers.
+    pub instance: String,
+    /// Service type of the provisioning service (HTTP port, TXT `url=`, `path=`).
+    pub service_type: String,
+    /// Also announce Digium's `_digiumproxy._udp` (on the SIP port) with
+    /// `sipUrl=sip:proxy@<host>:<port>;transport=udp`.
+    pub digium: bool,
+    /// The Digium TXT `serviceType` (`asterisk` or `switchvox`).
+    pub digium_service_type: String,
+    /// Further services to announce.
+    pub extra: Vec<MdnsService>,
+}
+
+impl Default for Mdns {
+    fn default() -> Self {
+        Mdns {
+            enabled: false,
+            instance: "autoprov".into(),
+            service_type: "_autoprov._tcp".into(),
+            digium: false,
+            digium_service_type: "asterisk".into(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// One more DNS-SD service for `[mdns]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MdnsService {
+    /// e.g. `_http._tcp`.
+    pub service_type: String,
+    pub port: u16,
+    /// TXT entries `key=value`; `{url}` is replaced by the provisioning URL.
+    #[serde(default)]
+    pub txt: Vec<String>,
+}
+
+/// `[tftp]`: a read-only TFTP server answering each file name with what HTTP answers for
+/// `/<file name>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tftp {
+    pub enabled: bool,
+    /// UDP address (port 0 = any free port, for tests).
+    pub listen: String,
+    /// Transfers served at once; more requests are refused with a TFTP error.
+    pub max_sessions: u32,
+    /// Seconds before a block is sent again (a client's `timeout` option overrides it).
+    pub timeout: u64,
+    /// Times a block is sent again before the transfer is given up.
+    pub retries: u32,
+}
+
+impl Default for Tftp {
+    fn default() -> Self {
+        Tftp {
+            enabled: false,
+            listen: "0.0.0.0:69".into(),
+            max_sessions: 64,
+            timeout: 2,
+            retries: 5,
+        }
+    }
+}
+
 impl Default for SiteConfig {
     fn default() -> Self {
         SiteConfig {
@@ -438,6 +757,17 @@ impl Default for SiteConfig {
             customcerts: CustomCerts::default(),
             queries: Queries::default(),
             scripting: Scripting::default(),
+            tls: Tls::default(),
+            ca: Ca::default(),
+            firmware: FirmwareConfig::default(),
+            sip: Sip::default(),
+            mdns: Mdns::default(),
+            tftp: Tftp::default(),
+            provisioning: Default::default(),
+            settings: Default::default(),
+            vendors: Default::default(),
+            groups: Default::default(),
+            devices: Default::default(),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Site model ([`config`], [`site`], [`validate`]), the reference defaults ([`defaults`]),
 //! device state ([`state`]), the innovaphone update-script engine ([`innovaphone`]), the
-//! import of an existing PHP installation ([`import`]) and operator templates ([`template`]).
+//! import of an existing PHP installation ([`import`]), operator templates ([`template`]),
+//! the firmware catalogue ([`firmware`]), and the zero-touch facts per phone brand
+//! ([`discovery`]) with the DHCP snippets built from them ([`dhcp`]).
 //!
 //! Architecture invariant: this crate never depends on an async runtime, a database driver or
 //! an HTTP framework. Where a decision needs the outside world (snippet files, the master
@@ -10,12 +12,18 @@
 
 pub mod config;
 pub mod defaults;
+pub mod dhcp;
+pub mod discovery;
+pub mod filter;
+pub mod firmware;
 pub mod import;
 pub mod innovaphone;
+pub mod settings;
 pub mod site;
 pub mod state;
 pub mod template;
 pub mod validate;
+pub mod vendors;
 
 pub use config::SiteConfig;
 pub use site::Site;

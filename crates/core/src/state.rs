@@ -26,6 +26,16 @@ pub struct DeviceState {
     pub scripts: Vec<DeliveredScript>,
     /// Query results stored by `mode=query`.
     pub queries: Vec<QueryResult>,
+    /// Vendor id of a non-innovaphone device (`yealink`, `snom`, ...); such devices are keyed
+    /// by their normalised MAC (`001565aabbcc`) as `sn`.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Model as the vendor module names it (`T46S`, `D785`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// First contact (Unix seconds), when recorded.
+    #[serde(default)]
+    pub first_seen: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

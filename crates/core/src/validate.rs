@@ -13,7 +13,13 @@ use std::path::Path;
 use toml_edit::{ImDocument, Item, Table, Value};
 
 use crate::config::{line_col, Applies, SiteConfig};
+use crate::firmware::{valid_name, valid_sha256, FirmwareCatalog, Manifest};
 use crate::site::safe_join;
+
+/// Checks of `[sip]`, `[mdns]` and `[tftp]`.
+mod discovery;
+/// Checks of `[provisioning]`, `[settings]`, `[vendors]`, `[[groups]]`, `[devices]`.
+mod settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -63,16 +69,7 @@ pub fn validate_text(file: &str, text: &str) -> (Option<SiteConfig>, Vec<Diagnos
             )
         }
     };
-    let doc = ImDocument::parse(text).ok();
-    let mut v = Validator {
-        file,
-        text,
-        doc: doc.as_ref(),
-        diags: Vec::new(),
-    };
-    v.check(&config);
-    let mut diags = v.diags;
-    diags.sort_by_key(|d| (d.line, d.column));
+    let diags = run_validator(file, text, |v| v.check(&config));
     (Some(config), diags)
 }
 
@@ -188,6 +185,11 @@ impl Validator<'_> {
         self.check_server(c);
         self.check_scripting(c);
         self.check_customcerts(c);
+        self.check_tls(c);
+        self.check_ca(c);
+        self.check_discovery(c);
+        self.check_firmware(c);
+        self.check_vendor_settings(c);
     }
 
     /// The naming rules the reference applies to phase, environment and class ids (they are
@@ -637,6 +639,169 @@ impl Validator<'_> {
         }
     }
 
+    fn check_tls(&mut self, c: &SiteConfig) {
+        let t = &c.tls;
+        for (key, list) in [
+            ("https_listen", &t.https_listen),
+            ("mtls_listen", &t.mtls_listen),
+        ] {
+            for (i, l) in list.iter().enumerate() {
+                if l.parse::<std::net::SocketAddr>().is_err() {
+                    self.error(
+                        &[K("tls"), K(key), I(i)],
+                        format!(
+                            "tls.{key} '{l}' is not an address:port, e.g. \"0.0.0.0:8443\" or \
+                             \"[::]:444\""
+                        ),
+                    );
+                }
+            }
+        }
+        for (key, value) in [("cert", &t.cert), ("key", &t.key)] {
+            if value.is_empty() {
+                self.error(
+                    &[K("tls"), K(key)],
+                    format!(
+                        "tls.{key} must name a file inside the site, e.g. \"tls/server.{}\"",
+                        if key == "cert" { "crt" } else { "key" }
+                    ),
+                );
+            } else {
+                self.check_path(value, &[K("tls"), K(key)], &format!("tls.{key}"));
+            }
+        }
+        if !t.cert.is_empty() && t.cert == t.key {
+            self.error(
+                &[K("tls"), K("key")],
+                "tls.key must be a different file than tls.cert".into(),
+            );
+        }
+        if !t.client_ca.is_empty() {
+            self.check_path(&t.client_ca, &[K("tls"), K("client_ca")], "tls.client_ca");
+        }
+        for (i, p) in t.trusted_proxies.iter().enumerate() {
+            if let Err(why) = crate::config::parse_cidr(p) {
+                self.error(
+                    &[K("tls"), K("trusted_proxies"), I(i)],
+                    format!(
+                        "tls.trusted_proxies '{p}': {why}; give an address (\"192.0.2.1\") or a \
+                         block (\"10.0.0.0/8\")"
+                    ),
+                );
+            }
+        }
+        if t.handshake_timeout == 0 {
+            self.error(
+                &[K("tls"), K("handshake_timeout")],
+                "tls.handshake_timeout must be at least 1 second".into(),
+            );
+        }
+        let httpsport = c.times.httpsport.unwrap_or(443);
+        let tls_ports: Vec<u16> = t
+            .https_listen
+            .iter()
+            .chain(t.mtls_listen.iter())
+            .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port())
+            .collect();
+        if c.times.forcehttps && !tls_ports.is_empty() && !tls_ports.contains(&httpsport) {
+            self.warn(
+                &[K("times"), K("httpsport")],
+                format!(
+                    "times.forcehttps sends devices to port {httpsport}, but no [tls] listener \
+                     uses that port (unless a proxy or `serve --https/--mtls` provides it, \
+                     devices cannot follow)"
+                ),
+            );
+        }
+        let mtls_ports: Vec<u16> = t
+            .mtls_listen
+            .iter()
+            .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port())
+            .collect();
+        if c.times.forcehttps
+            && c.times.forcetrust
+            && tls_ports.contains(&httpsport)
+            && !mtls_ports.contains(&httpsport)
+        {
+            self.warn(
+                &[K("times"), K("forcetrust")],
+                format!(
+                    "times.forcetrust needs client certificates, but port {httpsport} \
+                     (times.httpsport) is not one of tls.mtls_listen; devices will be told that \
+                     no certificate was presented"
+                ),
+            );
+        }
+    }
+
+    fn check_ca(&mut self, c: &SiteConfig) {
+        let ca = &c.ca;
+        for (key, value) in [("cert", &ca.cert), ("key", &ca.key)] {
+            if value.is_empty() {
+                self.error(
+                    &[K("ca"), K(key)],
+                    format!("ca.{key} must name a file inside the site"),
+                );
+            } else {
+                self.check_path(value, &[K("ca"), K(key)], &format!("ca.{key}"));
+            }
+        }
+        if !c.customcerts.dir.is_empty() && !ca.key.is_empty() {
+            let in_certs = safe_join(Path::new("."), &ca.key)
+                .zip(safe_join(Path::new("."), &c.customcerts.dir))
+                .is_some_and(|(k, d)| k.starts_with(&d));
+            if in_certs {
+                self.error(
+                    &[K("ca"), K("key")],
+                    format!(
+                        "ca.key '{}' is inside the certificate folder customcerts.dir '{}', whose \
+                         files can be sent to devices; keep the CA key elsewhere (default \
+                         \"ca/autoprov-ca.key\")",
+                        ca.key, c.customcerts.dir
+                    ),
+                );
+            }
+        }
+        if ca.cn.trim().is_empty() {
+            self.error(
+                &[K("ca"), K("cn")],
+                "ca.cn must name the CA, e.g. \"autoprov Device CA\"".into(),
+            );
+        }
+        if !matches!(ca.key_type.as_str(), "rsa2048" | "ecdsa-p256") {
+            self.error(
+                &[K("ca"), K("key_type")],
+                format!(
+                    "ca.key_type '{}' is not supported; use \"rsa2048\" or \"ecdsa-p256\"",
+                    ca.key_type
+                ),
+            );
+        }
+        for (key, value) in [
+            ("ca_valid_days", ca.ca_valid_days),
+            ("valid_days", ca.valid_days),
+        ] {
+            if value == 0 {
+                self.error(
+                    &[K("ca"), K(key)],
+                    format!("ca.{key} must be at least 1 (days)"),
+                );
+            }
+        }
+        if ca.valid_days > ca.ca_valid_days && ca.ca_valid_days > 0 {
+            self.warn(
+                &[K("ca"), K("valid_days")],
+                format!(
+                    "ca.valid_days ({}) is longer than the CA's own validity ca.ca_valid_days \
+                     ({}); device certificates are cut to the CA's end",
+                    ca.valid_days, ca.ca_valid_days
+                ),
+            );
+        }
+    }
+
     /// Site paths must stay inside the site directory.
     fn check_path(&mut self, value: &str, path: &[Seg<'_>], what: &str) {
         if safe_join(Path::new("."), value).is_none() {
@@ -647,6 +812,242 @@ impl Validator<'_> {
                      leading '/', no '..', no '\\')"
                 ),
             );
+        }
+    }
+}
+
+/// Check a firmware manifest (`<firmware.dir>/catalog.toml`). Returns it when it parsed, with
+/// all diagnostics (sorted); it is usable only when none is an error.
+pub fn validate_manifest(file: &str, text: &str) -> (Option<Manifest>, Vec<Diagnostic>) {
+    let manifest = match Manifest::from_toml_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            return (
+                None,
+                vec![Diagnostic {
+                    file: file.to_string(),
+                    line: e.line.max(1),
+                    column: e.column.max(1),
+                    message: e.message.trim_end().to_string(),
+                    warning: false,
+                }],
+            )
+        }
+    };
+    let diags = run_validator(file, text, |v| v.check_manifest(&manifest));
+    (Some(manifest), diags)
+}
+
+/// Warnings (in `autoprov.toml`, given as `file`/`text`) for firmware targets whose version is
+/// not in the catalogue: devices of that model get no firmware until it is added.
+pub fn check_firmware_images(
+    file: &str,
+    text: &str,
+    config: &SiteConfig,
+    catalog: &FirmwareCatalog,
+) -> Vec<Diagnostic> {
+    run_validator(file, text, |v| {
+        for (i, r) in config.firmware.targets.iter().enumerate() {
+            if catalog.image(&r.vendor, &r.model, &r.version).is_none() {
+                v.warn(
+                    &[K("firmware"), K("targets"), I(i), K("version")],
+                    format!(
+                        "firmware target {} {} version {} is not in the catalogue ({}/{}); \
+                         devices get no firmware from this rule until you run `autoprov \
+                         firmware add --vendor {} --model {} --version {} FILE`",
+                        r.vendor,
+                        r.model,
+                        r.version,
+                        config.firmware.dir,
+                        crate::firmware::MANIFEST_FILE,
+                        r.vendor,
+                        r.model,
+                        r.version
+                    ),
+                );
+            }
+        }
+    })
+}
+
+/// Run checks over a parsed document and return their diagnostics sorted by position.
+fn run_validator(file: &str, text: &str, f: impl FnOnce(&mut Validator<'_>)) -> Vec<Diagnostic> {
+    let doc = ImDocument::parse(text).ok();
+    let mut v = Validator {
+        file,
+        text,
+        doc: doc.as_ref(),
+        diags: Vec::new(),
+    };
+    f(&mut v);
+    let mut diags = v.diags;
+    diags.sort_by_key(|d| (d.line, d.column));
+    diags
+}
+
+const NAME_RULE: &str = "1 to 128 of the characters A-Z a-z 0-9 . _ - + ~ ( ) , = and not \
+                         starting with '.' (it becomes part of a URL and a directory name)";
+
+impl Validator<'_> {
+    fn check_firmware(&mut self, c: &SiteConfig) {
+        let f = &c.firmware;
+        let dir = [K("firmware"), K("dir")];
+        if f.dir.is_empty() {
+            self.error(
+                &dir,
+                "firmware.dir must name the catalogue directory, e.g. \"firmware\"".into(),
+            );
+        } else if f.dir.trim_start_matches("./").split('/').next() == Some("fw") {
+            self.error(
+                &dir,
+                format!(
+                    "firmware.dir '{}' is inside innovaphone's fw/ folder, which is served as \
+                     it is; use another directory, e.g. \"firmware\"",
+                    f.dir
+                ),
+            );
+        } else {
+            self.check_path(&f.dir, &dir, "firmware.dir");
+        }
+        if f.max_downloads == 0 {
+            self.error(
+                &[K("firmware"), K("max_downloads")],
+                "firmware.max_downloads must be at least 1".into(),
+            );
+        }
+        if f.retry_after == 0 {
+            self.error(
+                &[K("firmware"), K("retry_after")],
+                "firmware.retry_after must be at least 1 (seconds), or waiting phones retry at \
+                 once"
+                    .into(),
+            );
+        }
+        if f.flag_after < 2 {
+            self.error(
+                &[K("firmware"), K("flag_after")],
+                format!(
+                    "firmware.flag_after must be at least 2 (one download is a normal update), \
+                     not {}",
+                    f.flag_after
+                ),
+            );
+        }
+        // (vendor, model, group) -> first rule; group None = the model-wide rule.
+        let mut seen: HashMap<(String, String, Option<&str>), usize> = HashMap::new();
+        for (i, r) in f.targets.iter().enumerate() {
+            let base = [K("firmware"), K("targets"), I(i)];
+            for (key, value) in [
+                ("vendor", &r.vendor),
+                ("model", &r.model),
+                ("version", &r.version),
+            ] {
+                if !valid_name(value) {
+                    self.error(
+                        &[base[0], base[1], base[2], K(key)],
+                        format!("firmware target {key} '{value}' must be {NAME_RULE}"),
+                    );
+                }
+            }
+            let groups: Vec<Option<&str>> = if r.groups.is_empty() {
+                vec![None]
+            } else {
+                r.groups.iter().map(|g| Some(g.as_str())).collect()
+            };
+            for (j, group) in groups.into_iter().enumerate() {
+                let at = [base[0], base[1], base[2], K("groups"), I(j)];
+                if group.is_some_and(|g| g.trim().is_empty()) {
+                    self.error(&at, "firmware target group must not be empty".into());
+                    continue;
+                }
+                let key = (
+                    r.vendor.to_ascii_lowercase(),
+                    r.model.to_ascii_lowercase(),
+                    group,
+                );
+                if let Some(&first) = seen.get(&key) {
+                    let (line, _) = self.locate(&[base[0], base[1], I(first)]);
+                    let what = match group {
+                        Some(g) => format!("group '{g}'"),
+                        None => "all devices (no groups)".to_string(),
+                    };
+                    let at: &[Seg<'_>] = if r.groups.is_empty() { &base } else { &at };
+                    self.error(
+                        at,
+                        format!(
+                            "a firmware target for {} {} and {what} is already set at line \
+                             {line}; keep one of them",
+                            r.vendor, r.model
+                        ),
+                    );
+                } else {
+                    seen.insert(key, i);
+                }
+            }
+        }
+    }
+
+    fn check_manifest(&mut self, m: &Manifest) {
+        let mut versions: HashMap<(String, String, &str), usize> = HashMap::new();
+        let mut contents: HashMap<&str, usize> = HashMap::new();
+        for (i, img) in m.images.iter().enumerate() {
+            let at = |key| [K("image"), I(i), K(key)];
+            for (key, value) in [
+                ("vendor", &img.vendor),
+                ("model", &img.model),
+                ("version", &img.version),
+                ("file", &img.file),
+            ] {
+                if !valid_name(value) {
+                    self.error(
+                        &at(key),
+                        format!("image {key} '{value}' must be {NAME_RULE}"),
+                    );
+                }
+            }
+            if !valid_sha256(&img.sha256) {
+                self.error(
+                    &at("sha256"),
+                    format!(
+                        "image sha256 '{}' must be 64 lower-case hex digits",
+                        img.sha256
+                    ),
+                );
+            }
+            let key = (
+                img.vendor.to_ascii_lowercase(),
+                img.model.to_ascii_lowercase(),
+                img.version.as_str(),
+            );
+            if let Some(&first) = versions.get(&key) {
+                let (line, _) = self.locate(&[K("image"), I(first)]);
+                self.error(
+                    &at("version"),
+                    format!(
+                        "{} {} version {} is listed twice (first at line {line}); a version \
+                         names one file",
+                        img.vendor, img.model, img.version
+                    ),
+                );
+            } else {
+                versions.insert(key, i);
+            }
+            match contents.get(img.sha256.as_str()) {
+                Some(&first) if m.images[first].size != img.size => {
+                    let (line, _) = self.locate(&[K("image"), I(first)]);
+                    self.error(
+                        &at("size"),
+                        format!(
+                            "image has the sha256 of the entry at line {line} but another size; \
+                             one of them is wrong"
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    contents.insert(&img.sha256, i);
+                }
+            }
         }
     }
 }
@@ -936,6 +1337,79 @@ catype = \"openssl\"
     }
 
     #[test]
+    fn tls_and_ca_values() {
+        let text = "\
+[times]
+forcehttps = true
+forcetrust = true
+httpsport = 444
+
+[tls]
+https_listen = [\"0.0.0.0:8443\", \"nonsense\"]
+mtls_listen = [\"0.0.0.0:4444\"]
+cert = \"/etc/ssl/x.crt\"
+trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"proxy\"]
+handshake_timeout = 0
+
+[customcerts]
+dir = \"certs\"
+
+[ca]
+key = \"certs/ca.key\"
+key_type = \"dsa\"
+valid_days = 0
+";
+        let d = diags(text);
+        let got: Vec<_> = d.iter().map(pos).collect();
+        assert_eq!(
+            got,
+            vec![
+                (4, 13, true),
+                (7, 33, false),
+                (9, 8, false),
+                (10, 34, false),
+                (10, 49, false),
+                (11, 21, false),
+                (17, 7, false),
+                (18, 12, false),
+                (19, 14, false),
+            ],
+            "{d:#?}"
+        );
+        assert!(d[0].message.contains("no [tls] listener uses that port"));
+        assert!(d[3].message.contains("prefix length '/33' must be 0..32"));
+        assert!(d[4].message.contains("'proxy' is not an IP address"));
+        assert!(d[6].message.contains("inside the certificate folder"));
+        // forcetrust on a port that is HTTPS but not MTLS
+        let text = "[times]\nforcehttps = true\nforcetrust = true\nhttpsport = 8443\n\n[tls]\nhttps_listen = [\"0.0.0.0:8443\"]\n";
+        let d = diags(text);
+        let got: Vec<_> = d.iter().map(pos).collect();
+        assert_eq!(got, vec![(3, 14, true)], "{d:#?}");
+        assert!(d[0].message.contains("is not one of tls.mtls_listen"));
+    }
+
+    #[test]
+    fn cidrs() {
+        use crate::config::{ip_in_cidr, parse_cidr};
+        let (n, b) = parse_cidr("10.0.0.0/8").unwrap();
+        assert!(ip_in_cidr("10.200.1.1".parse().unwrap(), n, b));
+        assert!(ip_in_cidr("::ffff:10.1.1.1".parse().unwrap(), n, b));
+        assert!(!ip_in_cidr("11.0.0.1".parse().unwrap(), n, b));
+        let (n, b) = parse_cidr("fd00::/8").unwrap();
+        assert!(ip_in_cidr("fd12::1".parse().unwrap(), n, b));
+        assert!(!ip_in_cidr("10.0.0.1".parse().unwrap(), n, b));
+        let (n, b) = parse_cidr("0.0.0.0/0").unwrap();
+        assert!(ip_in_cidr("192.0.2.1".parse().unwrap(), n, b));
+        assert_eq!(parse_cidr(" 192.0.2.1 ").unwrap().1, 32);
+        let tls = crate::config::Tls {
+            trusted_proxies: vec!["192.0.2.1".into(), "bogus".into()],
+            ..Default::default()
+        };
+        assert!(tls.is_trusted_proxy("192.0.2.1".parse().unwrap()));
+        assert!(!tls.is_trusted_proxy("192.0.2.2".parse().unwrap()));
+    }
+
+    #[test]
     fn missing_value_falls_back_to_header() {
         let text = "# site\n\n[times]\nforcehttps = false\n\n[backup]\ndir = \"b\"\n";
         assert_eq!(diags(text), vec![]);
@@ -954,5 +1428,105 @@ catype = \"openssl\"
         assert_eq!(v.locate(&[K("times"), K("forcehttps")]), (4, 14));
         assert_eq!(v.locate(&[K("phases"), I(0), K("id")]), (1, 1));
         assert_eq!(v.locate(&[K("backup"), K("nbackups")]), (6, 1));
+    }
+
+    #[test]
+    fn firmware_settings_and_targets() {
+        let text = "\
+[firmware]
+dir = \"fw/catalog\"
+max_downloads = 0
+retry_after = 0
+flag_after = 1
+
+[[firmware.targets]]
+vendor = \"snom\"
+model = \"D785\"
+version = \"10.1\"
+
+[[firmware.targets]]
+vendor = \"Snom\"
+model = \"d785\"
+version = \"10/2\"
+
+[[firmware.targets]]
+vendor = \"snom\"
+model = \"D785\"
+version = \"10.3\"
+groups = [\"pilot\", \"\", \"pilot\"]
+";
+        let d = diags(text);
+        let got: Vec<_> = d.iter().map(pos).collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, 7, false),
+                (3, 17, false),
+                (4, 15, false),
+                (5, 14, false),
+                (12, 1, false),
+                (15, 11, false),
+                (21, 20, false),
+                (21, 24, false),
+            ],
+            "{d:#?}"
+        );
+        assert!(d[4].message.contains("already set at line 7"), "{}", d[4]);
+        assert!(d[5].message.contains("'10/2'"), "{}", d[5]);
+        assert!(d[7].message.contains("group 'pilot'"), "{}", d[7]);
+        // the defaults and a clean rule set pass
+        let ok = "[[firmware.targets]]\nvendor = \"snom\"\nmodel = \"D785\"\nversion = \"1\"\n\n\
+                  [[firmware.targets]]\nvendor = \"snom\"\nmodel = \"D785\"\nversion = \"2\"\n\
+                  groups = [\"pilot\"]\n";
+        assert_eq!(diags(ok), vec![]);
+    }
+
+    #[test]
+    fn manifest_checks_and_missing_images() {
+        let sha = "a".repeat(64);
+        let text = format!(
+            "[[image]]\nvendor = \"snom\"\nmodel = \"D785\"\nversion = \"1\"\nfile = \"a.bin\"\n\
+             size = 10\nsha256 = \"{sha}\"\n\n\
+             [[image]]\nvendor = \"snom\"\nmodel = \"D785\"\nversion = \"1\"\nfile = \"../b\"\n\
+             size = 11\nsha256 = \"{sha}\"\n\n\
+             [[image]]\nvendor = \"snom\"\nmodel = \"D785\"\nversion = \"2\"\nfile = \"c.bin\"\n\
+             size = 1\nsha256 = \"ABC\"\n"
+        );
+        let (m, d) = validate_manifest("catalog.toml", &text);
+        let got: Vec<_> = d.iter().map(pos).collect();
+        assert_eq!(
+            got,
+            vec![
+                (12, 11, false),
+                (13, 8, false),
+                (14, 8, false),
+                (23, 10, false)
+            ],
+            "{d:#?}"
+        );
+        assert!(d[0].message.contains("listed twice (first at line 1)"));
+        assert_eq!(m.unwrap().images.len(), 3);
+        let (m, d) = validate_manifest("catalog.toml", "[[image]]\nvendor = \"x\"\n");
+        assert!(m.is_none());
+        assert_eq!(
+            d[0].to_string(),
+            "catalog.toml:1:1: error: missing field `model`"
+        );
+
+        // a target whose version is not in the catalogue is a warning at its version
+        let conf =
+            "\n[[firmware.targets]]\nvendor = \"snom\"\nmodel = \"D785\"\nversion = \"1\"\n\n\
+                    [[firmware.targets]]\nvendor = \"snom\"\nmodel = \"D785\"\nversion = \"3\"\n\
+                    groups = [\"lab\"]\n";
+        let (c, _) = validate_text("autoprov.toml", conf);
+        let c = c.unwrap();
+        let (m, _) = validate_manifest("catalog.toml", &text);
+        let catalog = FirmwareCatalog::new(m.unwrap(), &c.firmware.targets);
+        let d = check_firmware_images("autoprov.toml", conf, &c, &catalog);
+        let got: Vec<_> = d.iter().map(pos).collect();
+        assert_eq!(got, vec![(10, 11, true)], "{d:#?}");
+        assert!(d[0]
+            .message
+            .contains("autoprov firmware add --vendor snom --model D785 --version 3"));
     }
 }

@@ -39,6 +39,15 @@ impl Ports for MemPorts {
     fn file_exists(&mut self, _rel: &str) -> bool {
         false
     }
+    fn read_file(&mut self, _rel: &str) -> Option<Vec<u8>> {
+        None
+    }
+    fn list_files(&mut self, _dir: &str, _pattern: &str) -> Vec<String> {
+        Vec::new()
+    }
+    fn reverse_dns(&mut self, _ip: &str) -> Option<String> {
+        None
+    }
 }
 
 fn golden(name: &str) -> String {

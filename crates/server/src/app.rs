@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use autoprov_core::Site;
 use autoprov_store::Store;
 
+use crate::catalog::Firmware;
 use crate::ports::SitePorts;
 
 /// Store meta key holding the time of the last state expiry (the reference's `lastcleanup`).
@@ -52,10 +53,21 @@ struct Inner {
     last_cleanup: AtomicI64,
     /// Serialises backup file operations (index choice, write, retention).
     backup_lock: tokio::sync::Mutex<()>,
+    /// The firmware catalogue and its download slots.
+    firmware: Firmware,
+    /// Last good vendor templates (see [`crate::vendor_templates`]).
+    vendor_templates: crate::vendor_templates::TemplateCache,
 }
 
 impl AppState {
     pub fn new(site: Site, store: Store) -> AppState {
+        let firmware = Firmware::load(&site).unwrap_or_else(|e| {
+            tracing::error!(
+                "firmware catalogue not loaded, no catalogue firmware is served: {e} (run \
+                 `autoprov check`)"
+            );
+            Firmware::empty(&site)
+        });
         AppState {
             inner: Arc::new(Inner {
                 site: Arc::new(site),
@@ -65,8 +77,15 @@ impl AppState {
                 device_locks: DeviceLocks::default(),
                 last_cleanup: AtomicI64::new(0),
                 backup_lock: tokio::sync::Mutex::new(()),
+                firmware,
+                vendor_templates: Default::default(),
             }),
         }
+    }
+
+    /// The last good version of each site vendor template.
+    pub fn vendor_templates(&self) -> &crate::vendor_templates::TemplateCache {
+        &self.inner.vendor_templates
     }
 
     pub fn site(&self) -> &Site {
@@ -83,6 +102,11 @@ impl AppState {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The firmware catalogue: targets for renderers, version reports, download slots.
+    pub fn firmware(&self) -> &Firmware {
+        &self.inner.firmware
     }
 
     pub fn master_cache(&self) -> &MasterCache {

@@ -16,6 +16,16 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Write `data` to `path` atomically, creating missing parent directories.
 pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    atomic_write_mode(path, data, None)
+}
+
+/// [`atomic_write`] for secrets: the file is readable by its owner only (Unix mode 0600) from
+/// its first byte on.
+pub fn atomic_write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    atomic_write_mode(path, data, Some(0o600))
+}
+
+fn atomic_write_mode(path: &Path, data: &[u8], mode: Option<u32>) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let dir: PathBuf = dir.map(Path::to_path_buf).unwrap_or_else(|| ".".into());
     std::fs::create_dir_all(&dir)?;
@@ -29,7 +39,16 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut opts = std::fs::File::options();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if let Some(m) = mode {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(m);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut f = opts.open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);

@@ -6,25 +6,51 @@
 //! * [`update`]: the innovaphone update script (`/update.php`, `<prefix>/update.php`, the
 //!   clean path), which runs [`autoprov_core::innovaphone::plan_update`];
 //! * [`uploads`]: what devices PUT back (`mode=backup|query|vardump|upload`);
-//! * [`fw`]: firmware files under `SITE/fw/`;
+//! * [`fw`]: innovaphone firmware files under `SITE/fw/`;
+//! * [`catalog`]: the firmware catalogue (`/firmware/<vendor>/<model>/<version>/<file>`, Range,
+//!   ETag, bounded downloads, per-device progress);
 //! * [`ports`]: [`SitePorts`], the engine's view of the outside world (snippet files, the
 //!   master device in [`master`], templates and the external hook in [`hook`]);
-//! * [`listen`]: binding listeners and running the server until shutdown.
+//! * [`listen`]: binding the HTTP, HTTPS and MTLS listeners and running the server until
+//!   shutdown; [`tls`]: server certificate (reloaded on change, self-signed on first use) and
+//!   client certificate verification;
+//! * [`pki`]: certificates, keys and CSRs, the built-in CA; [`rollout`]: a device's CSR and
+//!   signed certificate files (operator actions, auto-sign policy);
+//! * [`vendors`]: Snom, Yealink, Gigaset, Digium, Polycom, Cisco, Grandstream and Fanvil files
+//!   at `/<file>` and `/<vendor>/<file>`, rendered with the site's templates
+//!   ([`vendor_templates`]: the last good version of each keeps serving);
+//! * [`admin`]: the operators' web UI under `/admin` (login, sessions, CSRF, audit log) and
+//!   [`api`]: the REST API `/api/v1` with its OpenAPI document; both over
+//!   [`admin::service`], which the CLI uses too;
+//! * [`discovery`]: the zero-touch side channels of `serve`: SIP plug-and-play and the
+//!   check-sync sender ([`sip`]), the mDNS announcement ([`mdns`]) and TFTP ([`tftp`]).
 //!
 //! Architecture invariant: only this crate knows HTTP. Decisions about devices stay in
 //! `autoprov-core`; SQL stays in `autoprov-store`. Request input never panics the server and
 //! never reaches the file system unchecked (see [`fsutil`]).
 
+pub mod admin;
+pub mod api;
 pub mod app;
+pub mod catalog;
+pub mod discovery;
 pub mod fsutil;
 pub mod fw;
 pub mod hook;
 pub mod listen;
 pub mod master;
+pub mod mdns;
+pub mod pki;
 pub mod ports;
 pub mod respond;
+pub mod rollout;
+pub mod sip;
+pub mod tftp;
+pub mod tls;
 pub mod update;
 pub mod uploads;
+pub mod vendor_templates;
+pub mod vendors;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
@@ -32,7 +58,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub use app::{AppState, ListenerInfo, MasterCache};
-pub use listen::{bind, serve, Bound};
+pub use listen::{bind, bind_listeners, serve, Bound, ConnInfo, ListenSpec, ListenerKind};
 pub use ports::SitePorts;
 
 /// Problems starting or running the server. Request-level problems never become a
@@ -51,6 +77,8 @@ pub enum ServerError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the TLS listeners: {0}")]
+    Tls(String),
 }
 
 /// The application's routes. Serve it with
@@ -59,25 +87,29 @@ pub enum ServerError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .merge(admin::routes())
+        .merge(api::routes())
         .fallback(dispatch)
         .with_state(state)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 /// Route by path shape: `<anything>/update.php` and the clean path run the update script,
-/// `<anything>/fw/...` serves firmware, everything else is 404.
+/// `/firmware/<vendor>/<model>/<version>/<file>` serves the catalogue, `<anything>/fw/...`
+/// serves innovaphone firmware, everything else goes to the other vendors' provisioning
+/// ([`vendors`]: `/<file>`, `/<vendor>/<file>`), which answers 404 for what it does not know.
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     if update::is_update_path(&path, &app.site().config.server.clean_path) {
         return update::handle(app, req).await;
     }
+    if let Some(rest) = catalog::catalog_rest(&path) {
+        return catalog::serve(app, rest.to_string(), req, None).await;
+    }
     if let Some(rest) = fw::firmware_rest(&path) {
         return fw::serve(app, rest.to_string(), req).await;
     }
-    respond::text(
-        axum::http::StatusCode::NOT_FOUND,
-        format!("# no such resource: {path}\r\n"),
-    )
+    vendors::handle(app, req).await
 }
 
 /// `GET /healthz`: 200 `ok` when the device database answers, 503 otherwise.

@@ -1,85 +1,172 @@
 //! Binding listeners and running the server on them until shutdown.
 //!
-//! [`bind`] binds every address first (port 0 allowed) so a caller learns the real ports
-//! ([`Bound::local_addrs`]) before serving; [`Bound::run`] serves the [`crate::router`] on all
-//! of them with graceful shutdown. Each listener tells its handlers its own local address
-//! through a [`ListenerInfo`] extension. [`serve`] does both in one call.
+//! Three kinds of listener serve the same [`crate::router`]: plain HTTP, HTTPS (server
+//! certificate only) and MTLS (a client certificate is asked for and verified, see
+//! [`crate::tls`]). [`bind`] / [`bind_listeners`] bind every address first (port 0 allowed) so
+//! a caller learns the real ports ([`Bound::local_addrs`]) before serving; [`Bound::run`]
+//! accepts connections, does the TLS handshake (bounded by `[tls] handshake_timeout`) and
+//! hands each request to the router with these extensions:
 //!
-//! Plain HTTP only for now; TLS listeners will set `ListenerInfo::https`. This module must
-//! not look at requests: routing and answers belong to the handlers.
+//! * `ConnectInfo<SocketAddr>`: the TCP peer;
+//! * [`ListenerInfo`]: the local address and whether the listener speaks TLS;
+//! * [`ConnInfo`]: the listener kind, whether the peer is a trusted reverse proxy (only then is
+//!   `X-Forwarded-For` believed), and the verified client certificate on MTLS listeners.
+//!
+//! Shutdown is graceful: no new connections, requests in flight finish (at most 30 s).
+//! This module must not look at requests: routing and answers belong to the handlers.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Extension;
+use axum::extract::ConnectInfo;
 use futures_util::future::try_join_all;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use autoprov_core::innovaphone::ClientCert;
 
 use crate::app::{AppState, ListenerInfo};
+use crate::tls::TlsSetup;
 use crate::ServerError;
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Http,
+    Https,
+    Mtls,
+}
+
+impl ListenerKind {
+    pub fn is_tls(self) -> bool {
+        self != ListenerKind::Http
+    }
+
+    /// `http` or `https`, for URLs.
+    pub fn scheme(self) -> &'static str {
+        if self.is_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ListenerKind::Http => "HTTP",
+            ListenerKind::Https => "HTTPS",
+            ListenerKind::Mtls => "MTLS",
+        })
+    }
+}
+
+/// One address to listen on.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenSpec {
+    pub addr: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+/// Per-connection facts put into every request's extensions by [`Bound::run`].
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub kind: ListenerKind,
+    /// The peer is one of `[tls] trusted_proxies`: its `X-Forwarded-For` is believed.
+    pub trusted_proxy: bool,
+    /// The client certificate presented on an MTLS listener (verified or not).
+    pub client_cert: Option<ClientCert>,
+}
 
 /// Listeners bound and not yet serving.
 pub struct Bound {
-    listeners: Vec<(TcpListener, SocketAddr)>,
+    listeners: Vec<(TcpListener, SocketAddr, ListenerKind)>,
 }
 
-/// Bind every address. Fails on the first address that cannot be bound, naming it.
+/// Bind plain HTTP listeners. Fails on the first address that cannot be bound, naming it.
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Bound, ServerError> {
-    if addrs.is_empty() {
+    let specs: Vec<ListenSpec> = addrs
+        .iter()
+        .map(|&addr| ListenSpec {
+            addr,
+            kind: ListenerKind::Http,
+        })
+        .collect();
+    bind_listeners(&specs).await
+}
+
+/// Bind listeners of any kind.
+pub async fn bind_listeners(specs: &[ListenSpec]) -> Result<Bound, ServerError> {
+    if specs.is_empty() {
         return Err(ServerError::NoListeners);
     }
-    let mut listeners = Vec::with_capacity(addrs.len());
-    for &addr in addrs {
+    let mut listeners = Vec::with_capacity(specs.len());
+    for s in specs {
+        let addr = s.addr;
         let l = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         let local = l
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        listeners.push((l, local));
+        listeners.push((l, local, s.kind));
     }
     Ok(Bound { listeners })
 }
 
 impl Bound {
-    /// The addresses actually bound (with the ports chosen for port 0).
+    /// The addresses actually bound (with the ports chosen for port 0), in the order given.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|(_, a)| *a).collect()
+        self.listeners.iter().map(|(_, a, _)| *a).collect()
+    }
+
+    /// The bound addresses with their kinds.
+    pub fn listeners(&self) -> Vec<(SocketAddr, ListenerKind)> {
+        self.listeners.iter().map(|(_, a, k)| (*a, *k)).collect()
     }
 
     /// Serve until `shutdown` completes, then finish the requests in flight and return.
+    /// TLS listeners create the self-signed server certificate when none exists.
     pub async fn run(
         self,
         state: AppState,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let tls = if self.listeners.iter().any(|(_, _, k)| k.is_tls()) {
+            let site = state.site_arc();
+            let setup = tokio::task::spawn_blocking(move || TlsSetup::new(site))
+                .await
+                .map_err(|e| ServerError::Tls(e.to_string()))?
+                .map_err(|e| ServerError::Tls(e.to_string()))?;
+            Some(setup)
+        } else {
+            None
+        };
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
-        let router = crate::router(state);
-        let servers = self.listeners.into_iter().map(|(listener, local)| {
-            let app = router.clone().layer(Extension(ListenerInfo {
+        let router = crate::router(state.clone());
+        let servers = self.listeners.into_iter().map(|(listener, local, kind)| {
+            let ctx = Arc::new(ListenerCtx {
                 local,
-                https: false,
-            }));
-            let mut rx = rx.clone();
+                kind,
+                router: router.clone(),
+                state: state.clone(),
+                tls: tls.clone(),
+            });
+            let rx = rx.clone();
             async move {
-                tracing::info!(%local, "listening");
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    // A dropped sender also means: stop.
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
-                .map_err(|source| ServerError::Serve {
-                    addr: local,
-                    source,
-                })
+                tracing::info!(%local, %kind, "listening");
+                accept_loop(listener, ctx, rx).await;
+                Ok::<(), ServerError>(())
             }
         });
         try_join_all(servers).await?;
@@ -88,7 +175,143 @@ impl Bound {
     }
 }
 
-/// Bind `listeners`, log them, serve until `shutdown`; returns the bound addresses.
+struct ListenerCtx {
+    local: SocketAddr,
+    kind: ListenerKind,
+    router: axum::Router,
+    state: AppState,
+    tls: Option<TlsSetup>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ListenerCtx>,
+    mut rx: tokio::sync::watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = rx.wait_for(|stop| *stop) => break,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let ctx = ctx.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    serve_connection(ctx, tcp, peer, watcher).await;
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: do not spin.
+                tracing::warn!(local = %ctx.local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!(local = %ctx.local, "connections still open after 30 s, closing them");
+        }
+    }
+}
+
+async fn serve_connection(
+    ctx: Arc<ListenerCtx>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = tcp.set_nodelay(true);
+    let site = ctx.state.site_arc();
+    let trusted_proxy = site.config.tls.is_trusted_proxy(peer.ip());
+    let info = ListenerInfo {
+        local: ctx.local,
+        https: ctx.kind.is_tls(),
+    };
+    match (&ctx.tls, ctx.kind) {
+        (Some(tls), ListenerKind::Https | ListenerKind::Mtls) => {
+            let config = if ctx.kind == ListenerKind::Mtls {
+                tls.mtls.clone()
+            } else {
+                tls.https.clone()
+            };
+            let timeout = Duration::from_secs(site.config.tls.handshake_timeout.max(1));
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, local = %ctx.local, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, local = %ctx.local, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let client_cert = if ctx.kind == ListenerKind::Mtls {
+                let (_, conn) = stream.get_ref();
+                tls.trust.client_cert(conn.peer_certificates())
+            } else {
+                None
+            };
+            if let Some(c) = &client_cert {
+                tracing::debug!(%peer, subject = %c.subject_cn, issuer = %c.issuer_cn, verified = c.verified, "client certificate");
+            }
+            let conn = ConnInfo {
+                kind: ctx.kind,
+                trusted_proxy,
+                client_cert,
+            };
+            http(ctx, TokioIo::new(stream), peer, info, conn, watcher).await;
+        }
+        _ => {
+            let conn = ConnInfo {
+                kind: ListenerKind::Http,
+                trusted_proxy,
+                client_cert: None,
+            };
+            http(ctx, TokioIo::new(tcp), peer, info, conn, watcher).await;
+        }
+    }
+}
+
+async fn http<I>(
+    ctx: Arc<ListenerCtx>,
+    io: I,
+    peer: SocketAddr,
+    info: ListenerInfo,
+    conn: ConnInfo,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let router = ctx.router.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let ext = req.extensions_mut();
+        ext.insert(ConnectInfo(peer));
+        ext.insert(info);
+        ext.insert(conn.clone());
+        let router = router.clone();
+        async move {
+            let resp = router
+                .oneshot(req.map(axum::body::Body::new))
+                .await
+                .unwrap_or_else(|e: Infallible| match e {});
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(io, svc);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Bind `listeners` (plain HTTP), log them, serve until `shutdown`; returns the bound
+/// addresses.
 pub async fn serve(
     state: AppState,
     listeners: Vec<SocketAddr>,

@@ -105,6 +105,45 @@ impl Ports for SitePorts {
     fn file_exists(&mut self, rel_path: &str) -> bool {
         self.site.path(rel_path).is_some_and(|p| p.exists())
     }
+
+    fn read_file(&mut self, rel_path: &str) -> Option<Vec<u8>> {
+        let path = self.site.path(rel_path)?;
+        std::fs::read(path).ok()
+    }
+
+    fn list_files(&mut self, dir: &str, pattern: &str) -> Vec<String> {
+        list_files(&self.site, dir, pattern)
+    }
+
+    fn reverse_dns(&mut self, ip: &str) -> Option<String> {
+        let ip: std::net::IpAddr = ip.parse().ok()?;
+        dns_lookup::lookup_addr(&ip)
+            .ok()
+            .filter(|name| name.parse::<std::net::IpAddr>().is_err())
+    }
+}
+
+/// The files directly in the site folder `dir` whose names match `pattern` (a shell pattern,
+/// see [`autoprov_core::innovaphone::glob_match`]), as `dir/name`, sorted by name. Hidden
+/// temporary files of atomic writes are never listed.
+pub fn list_files(site: &Site, dir: &str, pattern: &str) -> Vec<String> {
+    let Some(path) = site.path(dir) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(path) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && autoprov_core::innovaphone::glob_match(pattern, n))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| format!("{}/{n}", dir.trim_end_matches('/')))
+        .collect()
 }
 
 #[cfg(test)]
@@ -142,5 +181,16 @@ mod tests {
         assert!(p.file_exists("scripts/a.txt"));
         assert!(!p.file_exists("scripts/b.txt"));
         assert!(!p.file_exists("/etc/passwd"));
+        assert_eq!(p.read_file("scripts/a.txt").unwrap(), b"config add X\r\n");
+        assert!(p.read_file("../etc/passwd").is_none());
+        std::fs::write(t.path().join("scripts/CAkey-02.cer"), "b").unwrap();
+        std::fs::write(t.path().join("scripts/CAkey-01.cer"), "a").unwrap();
+        std::fs::write(t.path().join("scripts/.CAkey-03.cer.tmp"), "c").unwrap();
+        assert_eq!(
+            p.list_files("scripts", "CAkey*"),
+            vec!["scripts/CAkey-01.cer", "scripts/CAkey-02.cer"]
+        );
+        assert!(p.list_files("nosuch", "*").is_empty());
+        assert!(p.list_files("..", "*").is_empty());
     }
 }

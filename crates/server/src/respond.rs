@@ -101,7 +101,11 @@ pub struct ConnFacts {
     pub https: bool,
     /// `Host` header, else the URI authority, else the local address.
     pub host: String,
+    /// `X-Forwarded-For`, only when the peer is a trusted reverse proxy
+    /// ([`crate::ConnInfo::trusted_proxy`]); from anyone else the header is ignored.
     pub forwarded_for: Option<String>,
+    /// The client certificate of an MTLS connection.
+    pub client_cert: Option<autoprov_core::innovaphone::ClientCert>,
 }
 
 impl ConnFacts {
@@ -123,10 +127,13 @@ impl ConnFacts {
             .or_else(|| parts.uri.authority().map(|a| a.to_string()))
             .or_else(|| local.map(|l| l.to_string()))
             .unwrap_or_default();
+        let conn = parts.extensions.get::<crate::ConnInfo>();
         let forwarded_for = parts
             .headers
             .get("x-forwarded-for")
             .and_then(|h| h.to_str().ok())
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && conn.is_some_and(|c| c.trusted_proxy))
             .map(str::to_string);
         ConnFacts {
             peer_ip,
@@ -134,6 +141,7 @@ impl ConnFacts {
             https: listener.is_some_and(|l| l.https),
             host,
             forwarded_for,
+            client_cert: conn.and_then(|c| c.client_cert.clone()),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! is loaded (when state tracking is on and `sn` is given), the engine
 //! ([`autoprov_core::innovaphone::plan_update`]) runs on a blocking thread with
 //! [`crate::SitePorts`], and its body is sent back. This module takes no decision about the
-//! device: it translates and records.
+//! device: it translates and records (including the CSR files the engine wants removed, and
+//! the auto-sign policy of [`crate::rollout::auto_sign`] before the engine looks at the files).
 
 use axum::extract::Request;
 use axum::http::request::Parts;
@@ -40,7 +41,8 @@ pub async fn handle(app: AppState, req: Request) -> Response {
 }
 
 /// The engine's view of an HTTP request (`https` and `server_port` come from the listener's
-/// [`crate::ListenerInfo`], the peer from `ConnectInfo<SocketAddr>`).
+/// [`crate::ListenerInfo`], the peer from `ConnectInfo<SocketAddr>`, `X-Forwarded-For` and the
+/// client certificate from [`crate::ConnInfo`]).
 pub fn to_update_request(parts: &Parts, args: Vec<(String, String)>) -> UpdateRequest {
     let facts = ConnFacts::of(parts);
     UpdateRequest {
@@ -51,7 +53,7 @@ pub fn to_update_request(parts: &Parts, args: Vec<(String, String)>) -> UpdateRe
         path: parts.uri.path().to_string(),
         peer_ip: facts.peer_ip,
         forwarded_for: facts.forwarded_for,
-        client_cert: None,
+        client_cert: facts.client_cert,
     }
 }
 
@@ -86,7 +88,16 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     let site = app.site_arc();
     let engine_req = req.clone();
     let joined = tokio::task::spawn_blocking(move || {
-        plan_update(&site, &engine_req, state, now, &mut ports)
+        let signed = auto_sign(&site, &engine_req);
+        let mut outcome = plan_update(&site, &engine_req, state, now, &mut ports);
+        remove_files(&site, &outcome.remove_files);
+        if let Some(msg) = signed {
+            tracing::info!(sn = engine_req.arg("sn").unwrap_or(""), "{msg}");
+            if let Some(st) = outcome.state.as_mut() {
+                st.add_msg(&format!("certificates: {msg}"), now);
+            }
+        }
+        outcome
     })
     .await;
     let outcome = match joined {
@@ -122,6 +133,41 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     )
 }
 
+/// Run the auto-sign policy for this request; the message to record when it did something.
+fn auto_sign(site: &autoprov_core::Site, req: &UpdateRequest) -> Option<String> {
+    let sn = req.arg("sn")?;
+    let hwid = req.arg("hwid").unwrap_or("");
+    let r = crate::rollout::auto_sign(
+        site,
+        sn,
+        hwid,
+        req.client_cert.as_ref(),
+        req.forwarded_for.is_some(),
+    )?;
+    Some(r.unwrap_or_else(|e| {
+        tracing::warn!(sn, error = %e, "auto-sign");
+        e
+    }))
+}
+
+/// Delete the files the engine is done with; only inside `customcerts.dir`.
+fn remove_files(site: &autoprov_core::Site, files: &[String]) {
+    let dir = site.config.customcerts.dir.as_str();
+    let Some(certs) = (!dir.is_empty()).then(|| site.path(dir)).flatten() else {
+        return;
+    };
+    for rel in files {
+        match site.path(rel) {
+            Some(p) if p.starts_with(&certs) && p != certs => match std::fs::remove_file(&p) {
+                Ok(()) => tracing::info!(file = %rel, "removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(file = %rel, error = %e, "cannot remove"),
+            },
+            _ => tracing::warn!(file = %rel, "not removing a file outside customcerts.dir"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,8 +189,22 @@ mod tests {
             local: "127.0.0.1:8080".parse().unwrap(),
             https: false,
         });
-        let (parts, ()) = req.into_parts();
+        let (mut parts, ()) = req.into_parts();
         let args = UpdateRequest::parse_query(parts.uri.query().unwrap());
+        // Without knowing the peer is a trusted proxy, X-Forwarded-For is ignored.
+        let r = to_update_request(&parts, args.clone());
+        assert_eq!(r.forwarded_for, None);
+        let cert = autoprov_core::innovaphone::ClientCert {
+            subject_cn: "0090333000af".into(),
+            issuer_cn: "CA".into(),
+            verified: true,
+            verify_error: None,
+        };
+        parts.extensions.insert(crate::ConnInfo {
+            kind: crate::ListenerKind::Mtls,
+            trusted_proxy: true,
+            client_cert: Some(cert.clone()),
+        });
         let r = to_update_request(&parts, args);
         assert_eq!(r.arg("type"), Some("IP232"));
         assert_eq!(r.host, "srv.example:8080");
@@ -152,6 +212,7 @@ mod tests {
         assert_eq!(r.server_port, Some(8080));
         assert_eq!(r.peer_ip, "10.0.0.5");
         assert_eq!(r.forwarded_for.as_deref(), Some("10.1.1.1, 10.2.2.2"));
+        assert_eq!(r.client_cert, Some(cert));
         assert!(!r.https);
 
         // no Host header, no listener info: the authority, then defaults

@@ -6,6 +6,11 @@
 //! 413 before anything is written; every file is written atomically ([`atomic_write`]); names
 //! taken from the request are checked before they touch the file system.
 //!
+//! `vardump` writes only the two files the engine asks a device for (its own
+//! `<sn>-request.p10.der` and `<sn>-requesterror` in `customcerts.dir`) and reports a CSR that
+//! cannot be used; `upload` (the reference admin form's multipart POST) stores a signed
+//! certificate only after [`crate::rollout::install_signed`] checked it.
+//!
 //! Retention and normalisation of backups are decided by
 //! [`autoprov_core::innovaphone::backup`]; this module does the file and HTTP work. It must
 //! never write outside the backup and certificate folders, nor write anything for a refused
@@ -104,10 +109,7 @@ pub async fn handle(
         "backup" => handle_backup(&app, &args, &parts, body).await,
         "query" => handle_query(&app, &args, &parts, body).await,
         "vardump" => handle_vardump(&app, &args, &parts, body).await,
-        "upload" => Reply::default().bail(
-            StatusCode::NOT_IMPLEMENTED,
-            "mode=upload is handled by the admin interface (not yet available)",
-        ),
+        "upload" => handle_upload(&app, &args, parts, body).await,
         other => Reply::default().bail(StatusCode::OK, &format!("unknown cmd={other}")),
     };
     tracing::info!(
@@ -460,6 +462,32 @@ pub fn vardump_file_allowed(file: &str, certs_dir: &str) -> bool {
     !matches!(ext.as_str(), "php" | "sh" | "pl")
 }
 
+/// Whether `file` is `<certs_dir>/<sn>-request.p10.der` or `<certs_dir>/<sn>-requesterror`
+/// (compared by path components) for a serial that is a safe file name part.
+pub fn vardump_target_is_own(file: &str, certs_dir: &str, sn: &str) -> bool {
+    if autoprov_core::innovaphone::engine::check_serial(sn).is_err() {
+        return false;
+    }
+    let comps = |p: &str| -> Vec<String> {
+        Path::new(p)
+            .components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect()
+    };
+    let dir = comps(certs_dir);
+    [
+        format!("{sn}-request.p10.der"),
+        format!("{sn}-requesterror"),
+    ]
+    .iter()
+    .any(|name| {
+        let mut want = dir.clone();
+        want.push(name.clone());
+        comps(file) == want
+    })
+}
+
 /// The third space-separated token of the line whose first token is `var`.
 pub fn extract_var<'a>(content: &'a str, var: &str) -> Option<&'a str> {
     content
@@ -589,6 +617,31 @@ async fn handle_vardump(
         "# processed (with '{member}') length: {}",
         value.len()
     ));
+    // Only the two files the engine asks devices for, named after the device itself: a device
+    // must not be able to replace CA certificates, signed certificates or another device's CSR.
+    if !vardump_target_is_own(file, &certs_dir, sn) {
+        tracing::warn!(
+            file,
+            sn,
+            "vardump refused: not a file autoprov asks this device for"
+        );
+        return reply.bail(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "vardump: '{file}' is not a file autoprov asks device '{sn}' for (only {}/<sn>-request.p10.der and {}/<sn>-requesterror), nothing written",
+                certs_dir.trim_end_matches('/'),
+                certs_dir.trim_end_matches('/')
+            ),
+        );
+    }
+    let mut csr_problem = None;
+    if file.ends_with("-request.p10.der") {
+        if let Err(e) = crate::pki::read_csr(&value, var) {
+            csr_problem = Some(format!(
+                "{e}; it cannot be signed - the device will be asked again once the file is removed"
+            ));
+        }
+    }
     let to_write = value.clone();
     let written = tokio::task::spawn_blocking(move || atomic_write(&target, &to_write)).await;
     match written {
@@ -621,6 +674,10 @@ async fn handle_vardump(
         }
         _ => ("none", String::new()),
     };
+    if let Some(p) = &csr_problem {
+        tracing::warn!(file, sn, problem = %p, "unusable CSR uploaded");
+        reply.line(&format!("# warning: {p}"));
+    }
     let msg = format!("uploaded {file} with proc={member}/postproc={postproc} {pp_msg}");
     reply.line(&format!("# {msg}"));
     let now = now();
@@ -628,9 +685,166 @@ async fn handle_vardump(
     update_state(app, Some(sn), now, |s| {
         s.set_var_stamp(&stamp, now);
         s.add_msg(&msg, now);
+        if let Some(p) = &csr_problem {
+            s.add_msg(&format!("certificates: unusable CSR: {p}"), now);
+        }
     })
     .await;
     reply.finish(StatusCode::OK)
+}
+
+// ---------------------------------------------------------------------------------------
+// mode=upload
+
+/// Whether `proceed` may be used as a redirect target: a path on this server, not a URL
+/// elsewhere.
+fn safe_redirect(proceed: &str) -> bool {
+    let first = proceed.split(['/', '?', '#']).next().unwrap_or_default();
+    !proceed.is_empty()
+        && !proceed.starts_with("//")
+        && !first.contains(':')
+        && !proceed.contains('\\')
+        && !proceed.chars().any(|c| c.is_control())
+}
+
+/// `mode=upload&sn=&file=<dir>/<sn>-signedrequest.cer&proceed=`: a multipart POST whose field
+/// `cert-<sn>` holds the signed certificate (PEM or DER). It is checked (a device certificate
+/// for the key of the pending CSR) and stored for the device's next poll; the answer is a 303
+/// to `proceed`, or a comment line without it.
+async fn handle_upload(
+    app: &AppState,
+    args: &[(String, String)],
+    parts: Parts,
+    body: Body,
+) -> Response {
+    let reply = Reply::default();
+    let Some(sn) = arg(args, "sn") else {
+        return reply.bail(StatusCode::OK, "need 'sn' arg for mode=upload, use ?sn=#m");
+    };
+    let Some(file) = arg(args, "file") else {
+        return reply.bail(
+            StatusCode::OK,
+            "need 'file' arg for mode=upload, use ?file=filename",
+        );
+    };
+    let files = match crate::rollout::device_files(app.site(), sn) {
+        Ok(f) => f,
+        Err(e) => return reply.bail(StatusCode::BAD_REQUEST, &format!("upload: {e}")),
+    };
+    let same = |a: &str, b: &str| {
+        let n = |p: &str| -> Vec<String> {
+            Path::new(p)
+                .components()
+                .filter(|c| !matches!(c, Component::CurDir))
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        };
+        n(a) == n(b)
+    };
+    if !same(file, &files.signed_rel) {
+        tracing::warn!(file, sn, "upload refused: wrong target");
+        return reply.bail(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "upload: 'file' must be {} (the signed certificate of device {sn}), nothing written",
+                files.signed_rel
+            ),
+        );
+    }
+    let data = match read_body(&parts.headers, body, limit(app)).await {
+        Ok(b) => b,
+        Err(e) => return respond::body_error(e, "upload"),
+    };
+    let req = axum::extract::Request::from_parts(parts, Body::from(data));
+    use axum::extract::{FromRequest, Multipart};
+    let mut multipart = match Multipart::from_request(req, &()).await {
+        Ok(m) => m,
+        Err(e) => {
+            let msg = format!(
+                "upload: expected a multipart/form-data POST with the field 'cert-{sn}' ({e})"
+            );
+            return reply.bail(StatusCode::BAD_REQUEST, &msg);
+        }
+    };
+    let wanted = format!("cert-{sn}").to_lowercase();
+    let mut cert: Option<bytes::Bytes> = None;
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                if field.name().map(str::to_lowercase).as_deref() == Some(wanted.as_str()) {
+                    match field.bytes().await {
+                        Ok(b) => cert = Some(b),
+                        Err(e) => {
+                            return reply.bail(
+                                StatusCode::BAD_REQUEST,
+                                &format!("upload error {e} - use back button to continue"),
+                            )
+                        }
+                    }
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return reply.bail(
+                    StatusCode::BAD_REQUEST,
+                    &format!("upload: broken multipart body ({e})"),
+                )
+            }
+        }
+    }
+    let Some(cert) = cert.filter(|c| !c.is_empty()) else {
+        return reply.bail(
+            StatusCode::BAD_REQUEST,
+            &format!("No File uploaded (2) - use back button to continue (expected the field 'cert-{sn}')"),
+        );
+    };
+    let site = app.site_arc();
+    let sn_owned = sn.to_string();
+    let installed = tokio::task::spawn_blocking(move || {
+        crate::rollout::install_signed(&site, &sn_owned, &cert)
+    })
+    .await;
+    let summary = match installed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(sn, error = %e, "signed certificate refused");
+            return reply.bail(
+                StatusCode::BAD_REQUEST,
+                &format!("upload: {e}, nothing written"),
+            );
+        }
+        Err(e) => {
+            tracing::error!(sn, error = %e, "upload task failed");
+            return reply.bail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "upload: internal error, nothing written",
+            );
+        }
+    };
+    let msg = format!(
+        "certificates: signed certificate uploaded (CN '{}', issuer '{}', valid until {})",
+        summary.subject_cn,
+        summary.issuer_cn,
+        crate::rollout::format_time(summary.not_after)
+    );
+    let now = now();
+    update_state(app, Some(sn), now, |s| s.add_msg(&msg, now)).await;
+    match arg(args, "proceed") {
+        Some(p) if safe_redirect(p) => axum::response::Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(axum::http::header::LOCATION, p)
+            .body(Body::empty())
+            .unwrap_or_else(|_| respond::text(StatusCode::OK, format!("# {msg}\r\n"))),
+        _ => {
+            let mut r = Reply::default();
+            r.line(&format!(
+                "# {msg}: stored as {}, the device gets it with its next poll",
+                files.signed_rel
+            ));
+            r.finish(StatusCode::OK)
+        }
+    }
 }
 
 /// Write `<certs dir>/<sn>-request.p10.pem`; `None` on success, else what went wrong.
@@ -679,6 +893,46 @@ mod tests {
             assert!(!vardump_file_allowed(bad, "certs"), "{bad}");
         }
         assert!(!vardump_file_allowed("certs/x", ""));
+    }
+
+    #[test]
+    fn vardump_own_files_only() {
+        let sn = "00-90-33-30-00-af";
+        assert!(vardump_target_is_own(
+            &format!("certs/{sn}-request.p10.der"),
+            "certs",
+            sn
+        ));
+        assert!(vardump_target_is_own(
+            &format!("./certs/{sn}-requesterror"),
+            "certs/",
+            sn
+        ));
+        for bad in [
+            "certs/CAkey-autoprov.pem",
+            "certs/00-90-33-30-00-aa-request.p10.der",
+            "certs/00-90-33-30-00-af-signedrequest.cer",
+            "certs/sub/00-90-33-30-00-af-requesterror",
+        ] {
+            assert!(!vardump_target_is_own(bad, "certs", sn), "{bad}");
+        }
+        assert!(!vardump_target_is_own(
+            "certs/..-requesterror",
+            "certs",
+            ".."
+        ));
+        assert!(safe_redirect("admin/admin.php?mode=ui"));
+        assert!(safe_redirect("/status"));
+        for bad in [
+            "https://evil/",
+            "//evil/x",
+            "/\\evil/x",
+            "javascript:alert(1)",
+            "",
+            "a\r\nb",
+        ] {
+            assert!(!safe_redirect(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -19,13 +19,14 @@ use crate::{Result, Store};
 
 const DEVICE_COLUMNS: &str = "sn, seen, phase, nextphase, skipnext, requested, device_type, \
      classes, ip, rp, proxy, realip, hwid, device_phase, environments, backup, certstat, \
-     request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, boot_requested_at";
+     request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, boot_requested_at, \
+     vendor, model, first_seen";
 
 const UPSERT_DEVICE: &str = "INSERT INTO devices (sn, seen, phase, nextphase, skipnext, \
      requested, device_type, classes, ip, rp, proxy, realip, hwid, device_phase, environments, \
      backup, certstat, request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, \
-     boot_requested_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     boot_requested_at, vendor, model, first_seen) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (sn) DO UPDATE SET seen = excluded.seen, phase = excluded.phase, \
      nextphase = excluded.nextphase, skipnext = excluded.skipnext, \
      requested = excluded.requested, device_type = excluded.device_type, \
@@ -35,7 +36,8 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (sn, seen, phase, nextphase, sk
      certstat = excluded.certstat, request_downloaded = excluded.request_downloaded, \
      fw_build = excluded.fw_build, fw_requested = excluded.fw_requested, \
      fw_requested_at = excluded.fw_requested_at, boot_build = excluded.boot_build, \
-     boot_requested_at = excluded.boot_requested_at";
+     boot_requested_at = excluded.boot_requested_at, vendor = excluded.vendor, \
+     model = excluded.model, first_seen = excluded.first_seen";
 
 // Children: a duplicate key inside one list (not produced by DeviceState's own setters) keeps
 // the last entry at the last position, as DeviceState::set_query would.
@@ -134,6 +136,16 @@ impl Store {
         Ok(out)
     }
 
+    /// All devices without their children (vars, messages, scripts, queries), ordered by
+    /// serial: one query, for inventory lists of many devices.
+    pub async fn list_shallow(&self) -> Result<Vec<DeviceState>> {
+        let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY sn"))
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(device_from_row).collect())
+    }
+
     /// Forget device `sn` and everything stored for it. `false` if it was unknown.
     pub async fn delete(&self, sn: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM devices WHERE sn = ?")
@@ -196,6 +208,9 @@ impl Store {
             .bind(s.firmware.requested_at)
             .bind(&s.bootcode.build)
             .bind(s.bootcode.requested_at)
+            .bind(&s.vendor)
+            .bind(&s.model)
+            .bind(s.first_seen)
             .execute(&mut **tx)
             .await?;
 
@@ -335,6 +350,9 @@ fn device_from_row(row: &SqliteRow) -> DeviceState {
         msgs: Vec::new(),
         scripts: Vec::new(),
         queries: Vec::new(),
+        vendor: opt_string(row, t, "vendor"),
+        model: opt_string(row, t, "model"),
+        first_seen: opt_i64(row, t, "first_seen"),
     }
 }
 

@@ -4,17 +4,23 @@
 //! file, applies the embedded migrations from `migrations/sqlite/`, and offers a small
 //! capability API: [`Store::load`], [`Store::save`], [`Store::list`], [`Store::delete`],
 //! [`Store::touch`], [`Store::expire`], [`Store::meta_get`], [`Store::meta_set`] and
-//! [`Store::health`]. It persists [`DeviceState`](autoprov_core::state::DeviceState) faithfully
-//! and has no decision logic of its own: what to keep, prune or expire is decided by the
-//! callers. Errors are [`StoreError`]s, worded for the operator.
+//! [`Store::health`]. It persists [`DeviceState`](autoprov_core::state::DeviceState) faithfully,
+//! and firmware progress ([`Store::firmware_update`], [`Store::firmware_progress_all`],
+//! [`Store::firmware_log_fetch`]; `firmware.rs`), and has no decision logic of its own: what to
+//! keep, prune or expire is decided by the callers. Errors are [`StoreError`]s, worded for the
+//! operator.
 //!
 //! Queries are built at run time (`sqlx::query` with binds), so no `DATABASE_URL` is needed to
 //! build. Times are Unix epoch seconds in INTEGER columns, ids are TEXT.
 
+mod audit;
 mod decode;
 mod devices;
 mod error;
+mod firmware;
 mod meta;
+mod sessions;
+mod users;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +31,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+pub use audit::AuditEntry;
 pub use error::{Result, StoreError};
+pub use sessions::AdminSession;
+pub use users::AdminUser;
 
 /// How to open a [`Store`]; [`StoreOptions::default`] suits the server.
 #[derive(Debug, Clone)]

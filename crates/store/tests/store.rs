@@ -93,6 +93,9 @@ fn full_state(sn: &str) -> DeviceState {
                 body: "<?xml version=\"1.0\"?>\n<a b=\"&quot;\">日本語</a>".into(),
             },
         ],
+        vendor: Some("yealink".into()),
+        model: Some("T46S".into()),
+        first_seen: Some(1_600_000_000),
     }
 }
 

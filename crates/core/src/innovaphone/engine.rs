@@ -207,6 +207,8 @@ pub(crate) struct Run<'a> {
     missing: Vec<&'static str>,
     phase: Option<String>,
     nextphase: Option<String>,
+    /// Site-relative files the caller should delete (see [`Outcome::remove_files`]).
+    remove_files: Vec<String>,
 }
 
 impl<'a> Run<'a> {
@@ -240,6 +242,7 @@ impl<'a> Run<'a> {
             missing: Vec::new(),
             phase: None,
             nextphase: None,
+            remove_files: Vec::new(),
         }
     }
 
@@ -289,6 +292,13 @@ impl<'a> Run<'a> {
         Err(Stop)
     }
 
+    /// Ask the caller to delete a site-relative file once the answer is decided.
+    pub fn remove_file(&mut self, rel: &str) {
+        if !self.remove_files.iter().any(|f| f == rel) {
+            self.remove_files.push(rel.to_string());
+        }
+    }
+
     fn set_state_arg(&mut self, key: &str, value: LooseValue) {
         let text = match &value {
             LooseValue::Str(s) => Some(s.clone()),
@@ -319,6 +329,7 @@ impl<'a> Run<'a> {
             notes: self.notes,
             state,
             error: self.error,
+            remove_files: self.remove_files,
         }
     }
 
@@ -906,6 +917,15 @@ impl<'a> Run<'a> {
             cc.canamesep.as_str()
         };
         let good: Vec<String> = cc.caname.split(sep).map(|s| s.to_string()).collect();
+        if let Some(xff) = &self.req.forwarded_for {
+            // A reverse proxy ends TLS itself: the device's certificate never reaches us.
+            let msg = format!(
+                "cannot verify the device certificate through a reverse proxy ({} via {}): MTLS needs a direct connection - let devices reach the MTLS port without the proxy",
+                xff.split(',').next().unwrap_or("").trim(),
+                self.req.peer_ip.strip_prefix("::ffff:").unwrap_or(&self.req.peer_ip)
+            );
+            return self.notify_stop(&msg);
+        }
         let Some(cert) = self.req.client_cert.clone() else {
             return self.notify_stop(
                 "cannot verify CN with HTTPS: SSL_CLIENT_S_DN_CN not present - fix web server configuration or use MTLS-enabled port!",
@@ -932,7 +952,11 @@ impl<'a> Run<'a> {
             let msg = format!("Device claims to be '{required} / {alternative}' but identifies as '{shown}' by TLS");
             return self.notify_stop(&msg);
         }
-        let verify = if cert.verified { "SUCCESS" } else { "FAILED" };
+        let verify = match (&cert.verified, &cert.verify_error) {
+            (true, _) => "SUCCESS".to_string(),
+            (false, Some(why)) => format!("FAILED:{why}"),
+            (false, None) => "FAILED".to_string(),
+        };
         if !cert.verified {
             let msg = format!("TLS certificate ({shown}) not trusted -- {verify}");
             return self.notify_stop(&msg);

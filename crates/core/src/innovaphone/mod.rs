@@ -37,7 +37,8 @@ pub struct UpdateRequest {
     pub path: String,
     /// TCP peer address.
     pub peer_ip: String,
-    /// `X-Forwarded-For` header, when present.
+    /// `X-Forwarded-For` header, when present and sent by a trusted reverse proxy (the server
+    /// drops the header from any other peer). Its presence means: the device came via a proxy.
     pub forwarded_for: Option<String>,
     /// Verified TLS client certificate, when one was presented.
     pub client_cert: Option<ClientCert>,
@@ -91,13 +92,16 @@ impl UpdateRequest {
     }
 }
 
-/// A TLS client certificate as seen by the listener.
+/// A TLS client certificate as seen by the listener (the web server's `SSL_CLIENT_S_DN_CN`,
+/// `SSL_CLIENT_I_DN` and `SSL_CLIENT_VERIFY`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientCert {
     pub subject_cn: String,
     pub issuer_cn: String,
     /// The chain verified against the configured trust anchors.
     pub verified: bool,
+    /// Why verification failed (e.g. `certificate expired`), when it did.
+    pub verify_error: Option<String>,
 }
 
 /// A snippet file as the engine sees it.
@@ -158,6 +162,64 @@ pub trait Ports {
     fn dynamic(&mut self, state: &DeviceState) -> Result<DynamicSnippets, String>;
     /// Whether a site-relative file exists (certificate roll-out files).
     fn file_exists(&mut self, rel_path: &str) -> bool;
+    /// The bytes of a site-relative file (a signed certificate, a CA certificate), or `None`
+    /// when it does not exist or cannot be read.
+    fn read_file(&mut self, rel_path: &str) -> Option<Vec<u8>>;
+    /// The files directly in the site-relative folder `dir` whose names match the shell
+    /// pattern `pattern` (`*`, `?`, `[...]`; see [`glob_match`]), as site-relative paths
+    /// `dir/name`, sorted by name (the reference's `glob`).
+    fn list_files(&mut self, dir: &str, pattern: &str) -> Vec<String>;
+    /// The name a reverse DNS lookup gives for `ip` (the `{rdns}` CSR placeholder), if any.
+    fn reverse_dns(&mut self, ip: &str) -> Option<String>;
+}
+
+/// Shell-style pattern match of a file name: `*` any run, `?` one character, `[abc]`/`[a-z]`
+/// one of a set (`[!...]` or `[^...]` negated); everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn class(p: &[char], c: char) -> Option<(bool, usize)> {
+        // Returns (matched, length of the class in the pattern including brackets).
+        let mut i = 1;
+        let negate = matches!(p.get(1), Some('!') | Some('^'));
+        if negate {
+            i += 1;
+        }
+        let start = i;
+        let mut found = false;
+        while i < p.len() {
+            if p[i] == ']' && i > start {
+                return Some((found != negate, i + 1));
+            }
+            if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+                if p[i] <= c && c <= p[i + 2] {
+                    found = true;
+                }
+                i += 3;
+            } else {
+                if p[i] == c {
+                    found = true;
+                }
+                i += 1;
+            }
+        }
+        None
+    }
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|k| go(&p[1..], &n[k..])),
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some('[') => match (n.first(), class(p, n.first().copied().unwrap_or('\0'))) {
+                (Some(_), Some((true, len))) => go(&p[len..], &n[1..]),
+                (Some(_), Some((false, _))) => false,
+                (first, None) => first == Some(&'[') && go(&p[1..], &n[1..]),
+                (None, _) => false,
+            },
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&p, &n)
 }
 
 /// What the engine decided for one request.
@@ -172,4 +234,7 @@ pub struct Outcome {
     /// Set when the request could not be served as asked (the reference's "bailout"); the body
     /// says why. HTTP status stays 200 as with the reference, devices only read the body.
     pub error: Option<String>,
+    /// Site-relative files to delete (a finished or abandoned CSR of this device), which the
+    /// caller removes after storing the state. Always inside `customcerts.dir`.
+    pub remove_files: Vec<String>,
 }

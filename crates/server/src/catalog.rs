@@ -1,0 +1,535 @@
+//! The firmware catalogue at the HTTP edge: serving `/firmware/<vendor>/<model>/<version>/<file>`
+//! and recording who downloads what.
+//!
+//! [`Firmware`] is the loaded catalogue ([`FirmwareCatalog`]: manifest + target rules, see
+//! [`autoprov_core::firmware`] for the URL rule) plus the download slots. Vendor renderers ask
+//! [`Firmware::catalog`]`().target(vendor, model, groups)` for the URL to put into a device's
+//! configuration and call [`Firmware::report_version`] with the version the device says it runs.
+//!
+//! Serving ([`serve`]): `GET`/`HEAD`, single and multi-part `Range` (206/416), a strong `ETag`
+//! (the sha256), `If-None-Match`/`If-Modified-Since` (304), `If-Match`/`If-Unmodified-Since`
+//! (412), `If-Range`, `Last-Modified` (when the image was added), `Content-Length`. At most
+//! `firmware.max_downloads` bodies stream at once; a further download gets 503 with
+//! `Retry-After` at once instead of queueing, so configuration requests (which never take a
+//! slot) are not starved by firmware. Only canonical manifest entries are served, matched
+//! exactly; a path whose parts are not valid catalogue names (`..`, `%2f`, `\`, ...) is refused
+//! with 400 before anything touches the file system.
+//!
+//! Tracking: every GET that sends bytes is logged per device; one that starts at byte 0 counts
+//! as a download for [`FirmwareProgress::record_fetch`] (a resume does not), which flags a device
+//! that keeps downloading the same image (and logs a warning). The device is the one the caller
+//! names, else the `mac=` (or `sn=`) query argument, else `ip:<peer address>`.
+//!
+//! This module decides nothing about devices itself: the rules are in `autoprov-core`, the rows
+//! in `autoprov-store`. The catalogue is loaded once with the site; restart to pick up new images
+//! or targets.
+
+mod files;
+pub mod transfer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use autoprov_core::config::FirmwareTargetRule;
+use autoprov_core::firmware::{
+    device_key, valid_name, FetchEvent, FirmwareCatalog, FirmwareFetch, FirmwareProgress, Image,
+    ProgressState, URL_PREFIX,
+};
+use autoprov_core::innovaphone::UpdateRequest;
+use autoprov_core::validate::Diagnostic;
+use autoprov_core::Site;
+use autoprov_store::{Store, StoreError};
+
+pub use files::{
+    add_file, catalog_dir, check_file, read_manifest, sha256_file, AddRequest, Added, FileCheck,
+};
+
+use crate::app::{now, AppState};
+use crate::respond::{self, ConnFacts};
+use transfer::{Part, Precondition, RangeSpec};
+
+/// Download log rows kept per device.
+const FETCH_LOG_KEEP: u32 = 100;
+
+/// Why the catalogue could not be loaded or changed. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("firmware.dir '{0}' must be a relative path inside the site directory")]
+    BadDir(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid { diagnostics: Vec<Diagnostic> },
+    #[error("{0}")]
+    Name(String),
+    #[error(transparent)]
+    Conflict(#[from] autoprov_core::firmware::AddConflict),
+    #[error("cannot write {path}: {source}; check the permissions and free space")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "another `autoprov firmware add` is changing the catalogue (lock file {0}); wait for \
+         it, or delete the lock file if none is running"
+    )]
+    Busy(PathBuf),
+}
+
+/// The loaded catalogue and its download slots. Cheap to clone.
+#[derive(Clone)]
+pub struct Firmware {
+    catalog: Arc<FirmwareCatalog>,
+    dir: PathBuf,
+    slots: Arc<Semaphore>,
+    retry_after: u64,
+    flag_after: u32,
+}
+
+impl Firmware {
+    /// Load the site's catalogue (`firmware.dir`/catalog.toml and `[[firmware.targets]]`).
+    pub fn load(site: &Site) -> Result<Firmware, CatalogError> {
+        let dir = catalog_dir(site)?;
+        let manifest = read_manifest(&dir)?;
+        let fw = Firmware::with(site, dir, manifest);
+        for r in fw.catalog.rules() {
+            if fw.catalog.image(&r.vendor, &r.model, &r.version).is_none() {
+                tracing::warn!(
+                    vendor = %r.vendor, model = %r.model, version = %r.version,
+                    "firmware target is not in the catalogue; run `autoprov firmware add`"
+                );
+            }
+        }
+        Ok(fw)
+    }
+
+    /// A catalogue without images (used when the manifest cannot be read: nothing is served,
+    /// no target is given).
+    pub fn empty(site: &Site) -> Firmware {
+        let dir = catalog_dir(site).unwrap_or_else(|_| site.dir.join("firmware"));
+        Firmware::with(site, dir, Default::default())
+    }
+
+    fn with(site: &Site, dir: PathBuf, manifest: autoprov_core::firmware::Manifest) -> Firmware {
+        let c = &site.config.firmware;
+        Firmware {
+            catalog: Arc::new(FirmwareCatalog::new(manifest, &c.targets)),
+            dir,
+            slots: Arc::new(Semaphore::new(c.max_downloads.max(1) as usize)),
+            retry_after: c.retry_after.max(1),
+            flag_after: c.flag_after,
+        }
+    }
+
+    /// The catalogue: `target()` for renderers, images and rules.
+    pub fn catalog(&self) -> &FirmwareCatalog {
+        &self.catalog
+    }
+
+    /// The catalogue directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Record that `device` (a MAC in any notation, or another id) of `vendor`/`model` in
+    /// `groups` runs `version`. A changed version restarts the download count and lifts a flag;
+    /// the target version marks it done. Returns the device's state, or `None` when the device
+    /// id is empty or unusable.
+    pub async fn report_version(
+        &self,
+        store: &Store,
+        device: &str,
+        vendor: &str,
+        model: &str,
+        groups: &[String],
+        version: &str,
+    ) -> Result<Option<ProgressState>, StoreError> {
+        let Some(key) = device_key(device) else {
+            return Ok(None);
+        };
+        let at_target = self
+            .catalog
+            .is_target_version(vendor, model, groups, version);
+        let now = now();
+        let (p, changed) = store
+            .firmware_update(&key, |p| {
+                p.record_report(vendor, model, groups, version, at_target, now)
+            })
+            .await?;
+        let state = self.catalog.state_of(&p);
+        if changed {
+            tracing::info!(
+                device = %key, vendor, model, version, state = %state,
+                "device reports a new firmware version"
+            );
+        }
+        Ok(Some(state))
+    }
+
+    /// A download of `image` by `device` starting at byte `range_start`.
+    async fn record_fetch(
+        &self,
+        store: &Store,
+        device: &str,
+        image: &Image,
+        range_start: u64,
+        peer: &str,
+    ) {
+        let now = now();
+        let fetch = FirmwareFetch {
+            device: device.to_string(),
+            time: now,
+            vendor: image.vendor.clone(),
+            model: image.model.clone(),
+            version: image.version.clone(),
+            sha256: image.sha256.clone(),
+            range_start,
+            peer: peer.to_string(),
+        };
+        if let Err(e) = store.firmware_log_fetch(&fetch, FETCH_LOG_KEEP).await {
+            tracing::warn!(device, error = %e, "cannot log the firmware download");
+        }
+        if range_start > 0 {
+            return; // a resume continues a download, it is not a new one
+        }
+        let flag_after = self.flag_after;
+        match store
+            .firmware_update(device, |p| p.record_fetch(image, now, flag_after))
+            .await
+        {
+            Ok((p, FetchEvent::Flagged { fetches })) => tracing::warn!(
+                device,
+                vendor = %p.vendor,
+                model = %p.model,
+                image = %image.url_path(),
+                reported_version = p.reported_version.as_deref().unwrap_or("-"),
+                fetches,
+                "device downloaded the same firmware image {fetches} times without its \
+                 reported version changing; it may be re-installing in a loop"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(device, error = %e, "cannot record the firmware download"),
+        }
+    }
+
+    /// Targets, images and devices, for `autoprov firmware status`. With `hash`, every stored
+    /// file is read and its sha256 checked.
+    pub async fn status(&self, store: &Store, hash: bool) -> Result<StatusReport, StoreError> {
+        let c = &self.catalog;
+        let targets = c
+            .rules()
+            .iter()
+            .map(|r| {
+                let image = c.image(&r.vendor, &r.model, &r.version);
+                TargetStatus {
+                    rule: r.clone(),
+                    url_path: image.map(|i| c.canonical(i).url_path()),
+                    file: image.map(|i| check_file(&self.dir, c.canonical(i), false)),
+                }
+            })
+            .collect();
+        let images = c
+            .images()
+            .iter()
+            .map(|i| ImageStatus {
+                image: i.clone(),
+                url_path: c.canonical(i).url_path(),
+                file: if c.is_alias(i) {
+                    FileCheck::Alias
+                } else {
+                    check_file(&self.dir, i, hash)
+                },
+            })
+            .collect();
+        let devices = store
+            .firmware_progress_all()
+            .await?
+            .into_iter()
+            .map(|p| DeviceStatus {
+                state: c.state_of(&p),
+                target_version: c
+                    .rule(&p.vendor, &p.model, &p.groups)
+                    .map(|(r, _)| r.version.clone()),
+                progress: p,
+            })
+            .collect();
+        Ok(StatusReport {
+            targets,
+            images,
+            devices,
+        })
+    }
+}
+
+/// What `autoprov firmware status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub targets: Vec<TargetStatus>,
+    pub images: Vec<ImageStatus>,
+    pub devices: Vec<DeviceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    pub rule: FirmwareTargetRule,
+    /// `None` when the version is not in the catalogue.
+    pub url_path: Option<String>,
+    pub file: Option<FileCheck>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageStatus {
+    pub image: Image,
+    /// The URL its bytes are served under (another entry's for an alias).
+    pub url_path: String,
+    pub file: FileCheck,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    pub progress: FirmwareProgress,
+    pub state: ProgressState,
+    /// The version of the rule that applies to it now.
+    pub target_version: Option<String>,
+}
+
+/// For `/firmware/<vendor>/<model>/<version>/<file>`: the part after `/firmware/` (still
+/// percent-encoded). Paths of another shape (including innovaphone's `/firmware/fw/...` under a
+/// `/firmware` prefix) are not the catalogue's.
+pub fn catalog_rest(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(URL_PREFIX)?;
+    let n = rest.split('/').count();
+    (n == 4 && !rest.starts_with("fw/")).then_some(rest)
+}
+
+/// Serve a catalogue image. `device` is the device as the caller identified it; `None` falls
+/// back to the `mac=`/`sn=` query argument, then to the peer address.
+pub async fn serve(app: AppState, rest: String, req: Request, device: Option<String>) -> Response {
+    let (parts, _body) = req.into_parts();
+    let head = parts.method == Method::HEAD;
+    if !head && parts.method != Method::GET {
+        let mut r = respond::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "# firmware is fetched with GET or HEAD\r\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let segs: Vec<String> = rest
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    if segs.len() != 4 || !segs.iter().all(|s| valid_name(s)) {
+        tracing::info!(path = %parts.uri.path(), "firmware path refused");
+        return respond::text(
+            StatusCode::BAD_REQUEST,
+            "# firmware path refused: expected /firmware/<vendor>/<model>/<version>/<file>\r\n"
+                .into(),
+        );
+    }
+    let fw = app.firmware().clone();
+    let Some(image) = fw
+        .catalog
+        .served(&segs[0], &segs[1], &segs[2], &segs[3])
+        .cloned()
+    else {
+        tracing::info!(path = %parts.uri.path(), "firmware image not in the catalogue");
+        return respond::text(
+            StatusCode::NOT_FOUND,
+            format!("# no such firmware image: {}\r\n", parts.uri.path()),
+        );
+    };
+    let path = fw.dir.join(image.rel_path());
+    let etag = image.etag();
+    let modified = if image.added > 0 {
+        image.added
+    } else {
+        std::fs::metadata(&path)
+            .map(|m| crate::fsutil::mtime_secs(&m))
+            .unwrap_or(0)
+    };
+    let base = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, transfer::fmt_http_date(modified))
+        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+        .header(header::ACCEPT_RANGES, "bytes");
+
+    let use_range = match transfer::evaluate(&parts.headers, &etag, modified) {
+        Precondition::NotModified => {
+            return finish(base.status(StatusCode::NOT_MODIFIED), Body::empty());
+        }
+        Precondition::Failed => {
+            return finish(base.status(StatusCode::PRECONDITION_FAILED), Body::empty());
+        }
+        Precondition::Proceed { use_range } => use_range,
+    };
+    let size = image.size;
+    let range = parts
+        .headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| use_range);
+    let (status, builder, body_parts) = match transfer::parse_range(range, size) {
+        RangeSpec::Unsatisfiable => {
+            return finish(
+                base.status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}")),
+                Body::empty(),
+            );
+        }
+        RangeSpec::Full => (
+            StatusCode::OK,
+            base.header(header::CONTENT_TYPE, "application/octet-stream"),
+            vec![Part::File(transfer::ByteRange {
+                start: 0,
+                len: size,
+            })],
+        ),
+        RangeSpec::Partial(ranges) if ranges.len() == 1 => (
+            StatusCode::PARTIAL_CONTENT,
+            base.header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{size}", ranges[0].start, ranges[0].last()),
+                ),
+            vec![Part::File(ranges[0])],
+        ),
+        RangeSpec::Partial(ranges) => {
+            let boundary = format!("autoprov-{}", &image.sha256[..24]);
+            (
+                StatusCode::PARTIAL_CONTENT,
+                base.header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/byteranges; boundary={boundary}"),
+                ),
+                transfer::multipart(&ranges, size, &boundary),
+            )
+        }
+    };
+    let builder = builder
+        .status(status)
+        .header(header::CONTENT_LENGTH, transfer::body_len(&body_parts));
+    if head {
+        return finish(builder, Body::empty());
+    }
+
+    let Ok(permit) = fw.slots.clone().try_acquire_owned() else {
+        tracing::info!(path = %parts.uri.path(), "all firmware download slots busy; answered 503");
+        let mut r = respond::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "# all firmware download slots are busy, retry later\r\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(fw.retry_after));
+        return r;
+    };
+    let file = match open_checked(&path, size).await {
+        Ok(f) => f,
+        Err(why) => {
+            tracing::error!(file = %path.display(), "cannot serve firmware image: {why}");
+            return respond::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "# firmware image unavailable on the server\r\n".into(),
+            );
+        }
+    };
+
+    let facts = ConnFacts::of(&parts);
+    let device = device
+        .as_deref()
+        .and_then(device_key)
+        .or_else(|| query_device(parts.uri.query().unwrap_or("")))
+        .unwrap_or_else(|| format!("ip:{}", facts.peer_ip));
+    let range_start = body_parts
+        .iter()
+        .find_map(|p| match p {
+            Part::File(r) => Some(r.start),
+            Part::Bytes(_) => None,
+        })
+        .unwrap_or_default();
+    fw.record_fetch(app.store(), &device, &image, range_start, &facts.peer_ip)
+        .await;
+    finish(builder, transfer::file_body(file, body_parts, permit))
+}
+
+/// The device named by the query: `mac=` first, then `sn=`.
+fn query_device(query: &str) -> Option<String> {
+    let args = UpdateRequest::parse_query(query);
+    ["mac", "sn"].iter().find_map(|k| {
+        args.iter()
+            .find(|(n, v)| n.eq_ignore_ascii_case(k) && !v.is_empty())
+            .and_then(|(_, v)| device_key(v))
+    })
+}
+
+/// Open the stored file and check it still has the catalogue's size.
+async fn open_checked(path: &Path, size: u64) -> Result<tokio::fs::File, String> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("{e}; re-add it with `autoprov firmware add`"))?;
+    let len = file.metadata().await.map_err(|e| e.to_string())?.len();
+    if len != size {
+        return Err(format!(
+            "the file has {len} bytes but the catalogue says {size}; it was changed on disk, \
+             restore it or add the new build under a new version"
+        ));
+    }
+    Ok(file)
+}
+
+fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
+    builder.body(body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the firmware response");
+        respond::text(StatusCode::INTERNAL_SERVER_ERROR, String::new())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_shape() {
+        assert_eq!(
+            catalog_rest("/firmware/snom/D785/10.1/x.bin"),
+            Some("snom/D785/10.1/x.bin")
+        );
+        assert_eq!(catalog_rest("/firmware/snom/D785/x.bin"), None);
+        assert_eq!(catalog_rest("/firmware/a/b/c/d/e"), None);
+        // innovaphone under a `/firmware` prefix stays with fw.rs
+        assert_eq!(catalog_rest("/firmware/fw/137640/ip232.bin"), None);
+        assert_eq!(catalog_rest("/firmware/fw/137640/x/ip232.bin"), None);
+        assert_eq!(catalog_rest("/x/firmware/a/b/c/d"), None);
+        // odd but four segments: the handler refuses them
+        assert_eq!(catalog_rest("/firmware/../b/c/d"), Some("../b/c/d"));
+    }
+
+    #[test]
+    fn devices_from_the_query() {
+        assert_eq!(
+            query_device("mac=00:04:13:74:17:67").as_deref(),
+            Some("000413741767")
+        );
+        assert_eq!(
+            query_device("x=1&SN=00-90-33-30-00-af").as_deref(),
+            Some("0090333000af")
+        );
+        assert_eq!(query_device("mac=&sn=abc").as_deref(), Some("abc"));
+        assert_eq!(query_device(""), None);
+    }
+}

@@ -1,0 +1,294 @@
+//! Provisioning files of the vendors other than innovaphone, at `/<file name>` and
+//! `/<vendor>/<file name>` (any directory depth; the directory right above the file may name
+//! the vendor).
+//!
+//! For one request: HTTP facts become a [`DeviceRequest`]; the inventory is asked what it knows
+//! about the MAC the request probably belongs to ([`vendors::mac_hint`]); the vendor and file
+//! are identified ([`vendors::identify`]); the settings are resolved, the firmware target is
+//! taken from the catalogue ([`crate::catalog::Firmware`]) and the file is rendered with the
+//! site's templates ([`crate::vendor_templates`], on a blocking thread); the device is recorded
+//! in the inventory (vendor, model, MAC as `sn`, firmware, address, first and last contact) and
+//! its reported firmware version handed to the catalogue. A request nobody recognises gets 404
+//! and a log line saying why.
+//!
+//! This module translates and records; what a device gets is decided in `autoprov-core`.
+
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use autoprov_core::innovaphone::UpdateRequest;
+use autoprov_core::vendors::{
+    self, DeviceRequest, FirmwareRef, Identity, Known, Mac, RenderError, Rendered,
+};
+use autoprov_core::DeviceState;
+
+use crate::app::{now, AppState};
+use crate::respond::{self, ConnFacts};
+use crate::vendor_templates::SiteTemplates;
+
+/// Header carrying template errors to the operator (the phone ignores it).
+pub const TEMPLATE_ERROR_HEADER: &str = "x-autoprov-template-error";
+
+pub async fn handle(app: AppState, req: Request) -> Response {
+    let (parts, _body) = req.into_parts();
+    let raw_path = parts.uri.path().to_string();
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        tracing::info!(path = %raw_path, method = %parts.method, "not a provisioning request: only GET and HEAD are answered");
+        return not_found(&raw_path, "only GET and HEAD are answered here");
+    }
+    let facts = ConnFacts::of(&parts);
+    let device_ip = facts
+        .forwarded_for
+        .as_deref()
+        .and_then(|f| f.split(',').next())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| facts.peer_ip.clone());
+    let dreq = DeviceRequest {
+        path: percent_encoding::percent_decode_str(&raw_path)
+            .decode_utf8_lossy()
+            .into_owned(),
+        query: UpdateRequest::parse_query(parts.uri.query().unwrap_or("")),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default(),
+        peer_ip: device_ip,
+        client_cn: facts
+            .client_cert
+            .as_ref()
+            .filter(|c| c.verified)
+            .map(|c| c.subject_cn.clone()),
+    };
+    let site = app.site_arc();
+    let config = &site.config;
+
+    // What the inventory knows about the MAC in the request decides shared names.
+    let hint = vendors::mac_hint(&dreq);
+    let mut guard = match &hint {
+        Some(m) => Some(app.lock_device(m.as_str()).await),
+        None => None,
+    };
+    let mut stored = match &hint {
+        Some(m) => load(&app, m).await,
+        None => None,
+    };
+    let known = stored
+        .as_ref()
+        .filter(|s| s.vendor.is_some())
+        .map(|s| Known {
+            vendor: s.vendor.clone(),
+            model: s.model.clone(),
+        });
+    let identity = match vendors::identify(&dreq, known.as_ref()) {
+        Ok(i) => i,
+        Err(reason) => {
+            tracing::info!(path = %dreq.path, user_agent = %dreq.user_agent, peer = %dreq.peer_ip, %reason, "request not recognised");
+            return not_found(&raw_path, &reason.0);
+        }
+    };
+    if config
+        .vendors
+        .get(identity.vendor)
+        .is_some_and(|v| !v.enabled)
+    {
+        let reason = format!(
+            "vendor {} is disabled ([vendors.{0}] enabled = false)",
+            identity.vendor
+        );
+        tracing::info!(path = %dreq.path, %reason, "request not answered");
+        return not_found(&raw_path, &reason);
+    }
+    // The file or User-Agent named another device than the hint: use that one's record.
+    if let Some(mac) = identity.mac.as_ref().filter(|m| Some(*m) != hint.as_ref()) {
+        drop(guard.take());
+        guard = Some(app.lock_device(mac.as_str()).await);
+        stored = load(&app, mac).await;
+    }
+
+    let settings = vendors::resolve_for(config, &identity);
+    let base_url = if config.provisioning.base_url.is_empty() {
+        format!(
+            "{}://{}",
+            if facts.https { "https" } else { "http" },
+            facts.host
+        )
+    } else {
+        config
+            .provisioning
+            .base_url
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let firmware = identity.model.as_deref().and_then(|model| {
+        app.firmware()
+            .catalog()
+            .target(identity.vendor, model, &settings.groups)
+            .map(|t| FirmwareRef {
+                version: t.version,
+                url: format!("{base_url}{}", t.url_path),
+            })
+    });
+
+    let render_site = site.clone();
+    let render_identity = identity.clone();
+    let templates = SiteTemplates::new(site.dir.clone(), app.vendor_templates().clone());
+    let joined = tokio::task::spawn_blocking(move || {
+        let out = vendors::render_file(
+            &render_site.config,
+            &render_identity,
+            &settings,
+            firmware.as_ref(),
+            &base_url,
+            &templates,
+        );
+        (out, templates.problems(), settings.groups)
+    })
+    .await;
+    let (rendered, problems, groups) = match joined {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(path = %dreq.path, error = %e, "rendering failed");
+            return respond::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "# internal error while rendering\r\n".into(),
+            );
+        }
+    };
+
+    let now = now();
+    if config.provisioning.inventory {
+        if let Some(mac) = &identity.mac {
+            let state = record(stored, &identity, mac, &dreq.peer_ip, now);
+            if let Err(e) = app.store().save(&state).await {
+                tracing::error!(sn = %state.sn, error = %e, "cannot save the device to the inventory");
+            }
+        }
+    }
+    drop(guard);
+    if let (Some(mac), Some(model), Some(version)) =
+        (&identity.mac, &identity.model, &identity.firmware)
+    {
+        if let Err(e) = app
+            .firmware()
+            .report_version(
+                app.store(),
+                mac.as_str(),
+                identity.vendor,
+                model,
+                &groups,
+                version,
+            )
+            .await
+        {
+            tracing::warn!(mac = %mac, error = %e, "cannot record the reported firmware version");
+        }
+    }
+    app.maybe_expire(now).await;
+
+    match rendered {
+        Ok(r) => {
+            tracing::info!(
+                vendor = identity.vendor,
+                model = identity.model.as_deref().unwrap_or("-"),
+                mac = identity.mac.as_ref().map(Mac::as_str).unwrap_or("-"),
+                file = %identity.file.name,
+                kind = identity.file.kind.name(),
+                evidence = ?identity.evidence,
+                "provisioning file"
+            );
+            with_problems(ok(r), &problems)
+        }
+        Err(RenderError::NotAvailable(reason)) => {
+            tracing::info!(path = %dreq.path, %reason, "file not available");
+            not_found(&raw_path, &reason)
+        }
+        Err(RenderError::Template(e)) => {
+            tracing::error!(path = %dreq.path, error = %e, "cannot render the file");
+            with_problems(
+                respond::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "# the configuration template failed; the server log says where\r\n".into(),
+                ),
+                &problems,
+            )
+        }
+    }
+}
+
+async fn load(app: &AppState, mac: &Mac) -> Option<DeviceState> {
+    match app.store().load(mac.as_str()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(mac = %mac, error = %e, "cannot read the inventory; identifying without it");
+            None
+        }
+    }
+}
+
+/// The inventory record after this contact.
+fn record(
+    stored: Option<DeviceState>,
+    id: &Identity,
+    mac: &Mac,
+    ip: &str,
+    now: i64,
+) -> DeviceState {
+    let mut s = stored.unwrap_or_else(|| {
+        tracing::info!(vendor = id.vendor, mac = %mac, model = id.model.as_deref().unwrap_or("-"), "new device in the inventory");
+        DeviceState::new(mac.as_str(), now)
+    });
+    s.seen = now;
+    s.first_seen.get_or_insert(now);
+    s.vendor = Some(id.vendor.to_string());
+    if id.model.is_some() {
+        s.model.clone_from(&id.model);
+        s.device.device_type.clone_from(&id.model);
+    }
+    if id.firmware.is_some() {
+        s.firmware.build.clone_from(&id.firmware);
+    }
+    s.device.ip = Some(ip.to_string());
+    s
+}
+
+fn ok(r: Rendered) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(r.content_type),
+        )],
+        r.body,
+    )
+        .into_response()
+}
+
+fn not_found(path: &str, reason: &str) -> Response {
+    respond::text(
+        StatusCode::NOT_FOUND,
+        format!("# no such resource: {path}: {reason}\r\n"),
+    )
+}
+
+/// Put template errors into a header (visible ASCII only).
+fn with_problems(mut resp: Response, problems: &[String]) -> Response {
+    if let Some(first) = problems.first() {
+        let clean: String = first
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .take(500)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&clean) {
+            resp.headers_mut().insert(TEMPLATE_ERROR_HEADER, v);
+        }
+    }
+    resp
+}

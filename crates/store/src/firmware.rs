@@ -1,0 +1,181 @@
+//! Firmware progress persistence: [`FirmwareProgress`] rows (`firmware_progress`) and the
+//! download log (`firmware_fetches`).
+//!
+//! [`Store::firmware_update`] runs the caller's change inside one write transaction, so a
+//! read-modify-write of one device's record is atomic across requests and processes. Whether a
+//! device is done or flagged is decided by the closure the caller passes (autoprov-core's rules);
+//! this module only moves rows and must not decide anything.
+
+use autoprov_core::firmware::{FirmwareFetch, FirmwareProgress};
+use sqlx::sqlite::SqliteRow;
+
+use crate::decode::{i64_or_zero, opt_i64, opt_string, string_or_empty};
+use crate::{Result, Store};
+
+const COLUMNS: &str = "device, vendor, model, groups, reported_version, reported_at, \
+     image_version, image_sha256, fetches, first_fetch_at, last_fetch_at, done_at, flagged_at";
+
+const UPSERT: &str = "INSERT INTO firmware_progress (device, vendor, model, groups, \
+     reported_version, reported_at, image_version, image_sha256, fetches, first_fetch_at, \
+     last_fetch_at, done_at, flagged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (device) DO UPDATE SET vendor = excluded.vendor, model = excluded.model, \
+     groups = excluded.groups, reported_version = excluded.reported_version, \
+     reported_at = excluded.reported_at, image_version = excluded.image_version, \
+     image_sha256 = excluded.image_sha256, fetches = excluded.fetches, \
+     first_fetch_at = excluded.first_fetch_at, last_fetch_at = excluded.last_fetch_at, \
+     done_at = excluded.done_at, flagged_at = excluded.flagged_at";
+
+const FETCH_COLUMNS: &str = "device, time, vendor, model, version, sha256, range_start, peer";
+
+impl Store {
+    /// The firmware record of `device`, if it has one.
+    pub async fn firmware_progress(&self, device: &str) -> Result<Option<FirmwareProgress>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM firmware_progress WHERE device = ?"
+        ))
+        .bind(device)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.as_ref().map(progress_from_row))
+    }
+
+    /// Every firmware record, ordered by device key.
+    pub async fn firmware_progress_all(&self) -> Result<Vec<FirmwareProgress>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM firmware_progress ORDER BY device"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(progress_from_row).collect())
+    }
+
+    /// Load `device`'s record (a fresh one when it has none), let `change` modify it, and store
+    /// the result, all in one write transaction. Returns the stored record and what `change`
+    /// returned.
+    pub async fn firmware_update<T, F>(
+        &self,
+        device: &str,
+        change: F,
+    ) -> Result<(FirmwareProgress, T)>
+    where
+        F: FnOnce(&mut FirmwareProgress) -> T + Send,
+        T: Send,
+    {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM firmware_progress WHERE device = ?"
+        ))
+        .bind(device)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut p = row
+            .as_ref()
+            .map(progress_from_row)
+            .unwrap_or_else(|| FirmwareProgress::new(device));
+        p.device = device.to_string();
+        let out = change(&mut p);
+        let groups = serde_json::to_string(&p.groups).unwrap_or_else(|_| "[]".into());
+        sqlx::query(UPSERT)
+            .bind(&p.device)
+            .bind(&p.vendor)
+            .bind(&p.model)
+            .bind(groups)
+            .bind(&p.reported_version)
+            .bind(p.reported_at)
+            .bind(&p.image_version)
+            .bind(&p.image_sha256)
+            .bind(i64::from(p.fetches))
+            .bind(p.first_fetch_at)
+            .bind(p.last_fetch_at)
+            .bind(p.done_at)
+            .bind(p.flagged_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok((p, out))
+    }
+
+    /// Append a download to the log and keep only the newest `keep` rows of that device.
+    pub async fn firmware_log_fetch(&self, fetch: &FirmwareFetch, keep: u32) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(&format!(
+            "INSERT INTO firmware_fetches ({FETCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&fetch.device)
+        .bind(fetch.time)
+        .bind(&fetch.vendor)
+        .bind(&fetch.model)
+        .bind(&fetch.version)
+        .bind(&fetch.sha256)
+        .bind(i64::try_from(fetch.range_start).unwrap_or(i64::MAX))
+        .bind(&fetch.peer)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "DELETE FROM firmware_fetches WHERE device = ? AND id NOT IN \
+             (SELECT id FROM firmware_fetches WHERE device = ? ORDER BY id DESC LIMIT ?)",
+        )
+        .bind(&fetch.device)
+        .bind(&fetch.device)
+        .bind(i64::from(keep))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The logged downloads of `device`, oldest first.
+    pub async fn firmware_fetches(&self, device: &str) -> Result<Vec<FirmwareFetch>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FETCH_COLUMNS} FROM firmware_fetches WHERE device = ? ORDER BY id"
+        ))
+        .bind(device)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(fetch_from_row).collect())
+    }
+}
+
+const P: &str = "firmware_progress";
+
+fn progress_from_row(row: &SqliteRow) -> FirmwareProgress {
+    let groups = opt_string(row, P, "groups")
+        .and_then(|s| serde_json::from_str::<Vec<String>>(&s).ok())
+        .unwrap_or_default();
+    FirmwareProgress {
+        device: string_or_empty(row, P, "device"),
+        vendor: string_or_empty(row, P, "vendor"),
+        model: string_or_empty(row, P, "model"),
+        groups,
+        reported_version: opt_string(row, P, "reported_version"),
+        reported_at: opt_i64(row, P, "reported_at"),
+        image_version: opt_string(row, P, "image_version"),
+        image_sha256: opt_string(row, P, "image_sha256"),
+        fetches: u32::try_from(i64_or_zero(row, P, "fetches").max(0)).unwrap_or(u32::MAX),
+        first_fetch_at: opt_i64(row, P, "first_fetch_at"),
+        last_fetch_at: opt_i64(row, P, "last_fetch_at"),
+        done_at: opt_i64(row, P, "done_at"),
+        flagged_at: opt_i64(row, P, "flagged_at"),
+    }
+}
+
+fn fetch_from_row(row: &SqliteRow) -> FirmwareFetch {
+    const T: &str = "firmware_fetches";
+    FirmwareFetch {
+        device: string_or_empty(row, T, "device"),
+        time: i64_or_zero(row, T, "time"),
+        vendor: string_or_empty(row, T, "vendor"),
+        model: string_or_empty(row, T, "model"),
+        version: string_or_empty(row, T, "version"),
+        sha256: string_or_empty(row, T, "sha256"),
+        range_start: u64::try_from(i64_or_zero(row, T, "range_start")).unwrap_or(0),
+        peer: string_or_empty(row, T, "peer"),
+    }
+}
