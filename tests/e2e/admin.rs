@@ -635,6 +635,13 @@ async fn api_every_documented_path_with_a_token() {
         .unwrap();
     let p: serde_json::Value = r.json().await.unwrap();
     assert!(p["body"].as_str().unwrap().contains("mod cmd UP0"), "{p}");
+    let r = call("POST", &format!("/api/v1/devices/{sn}/resync"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let o: serde_json::Value = r.json().await.unwrap();
+    assert!(o["outcome"].as_str().unwrap().contains("skipped"), "{o}");
     let r = call("DELETE", &format!("/api/v1/devices/{sn}"))
         .send()
         .await

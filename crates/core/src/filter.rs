@@ -21,41 +21,34 @@ fn is_word(c: char) -> bool {
 
 /// Whether `term` occurs in `text` as a complete word (`\bterm\b`), ignoring case.
 pub fn word_match(text: &str, term: &str) -> bool {
-    if term.is_empty() {
+    word_match_lower(&text.to_lowercase(), &term.to_lowercase())
+}
+
+/// [`word_match`] for already lower-cased text and term.
+fn word_match_lower(text: &str, term: &str) -> bool {
+    let (Some(first), Some(last)) = (term.chars().next(), term.chars().next_back()) else {
         return true;
-    }
-    let text: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
-    let term: Vec<char> = term.chars().flat_map(char::to_lowercase).collect();
-    if term.len() > text.len() {
-        return false;
-    }
-    let first_word = is_word(term[0]);
-    let last_word = is_word(term[term.len() - 1]);
-    for start in 0..=text.len() - term.len() {
-        if text[start..start + term.len()] != term[..] {
-            continue;
-        }
-        let before = start
-            .checked_sub(1)
-            .map(|i| is_word(text[i]))
-            .unwrap_or(false);
-        let end = start + term.len();
-        let after = text.get(end).map(|c| is_word(*c)).unwrap_or(false);
-        if before != first_word && after != last_word {
-            return true;
-        }
-    }
-    false
+    };
+    let (first_word, last_word) = (is_word(first), is_word(last));
+    text.match_indices(term).any(|(i, _)| {
+        let before = text[..i].chars().next_back().is_some_and(is_word);
+        let after = text[i + term.len()..].chars().next().is_some_and(is_word);
+        before != first_word && after != last_word
+    })
 }
 
 /// Whether a device with the searchable `fields` and the `missing` flag passes `filter`.
 pub fn matches<S: AsRef<str>>(filter: &str, fields: &[S], missing: bool) -> bool {
-    filter.split_whitespace().all(|term| {
-        let lower = term.to_lowercase();
-        if lower == "missing" && missing || lower == "present" && !missing {
+    let terms: Vec<String> = filter.split_whitespace().map(str::to_lowercase).collect();
+    if terms.is_empty() {
+        return true;
+    }
+    let lowered: Vec<String> = fields.iter().map(|f| f.as_ref().to_lowercase()).collect();
+    terms.iter().all(|term| {
+        if term == "missing" && missing || term == "present" && !missing {
             return true;
         }
-        fields.iter().any(|f| word_match(f.as_ref(), term))
+        lowered.iter().any(|f| word_match_lower(f, term))
     })
 }
 

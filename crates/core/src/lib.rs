@@ -4,7 +4,9 @@
 //! device state ([`state`]), the innovaphone update-script engine ([`innovaphone`]), the
 //! import of an existing PHP installation ([`import`]), operator templates ([`template`]),
 //! the firmware catalogue ([`firmware`]), and the zero-touch facts per phone brand
-//! ([`discovery`]) with the DHCP snippets built from them ([`dhcp`]).
+//! ([`discovery`]) with the DHCP snippets built from them ([`dhcp`]), and the other vendors'
+//! provisioning: identification and rendering ([`vendors`]) over the vendor-neutral settings
+//! model ([`settings`]).
 //!
 //! Architecture invariant: this crate never depends on an async runtime, a database driver or
 //! an HTTP framework. Where a decision needs the outside world (snippet files, the master

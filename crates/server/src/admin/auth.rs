@@ -70,6 +70,13 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
+/// A hash no password matches, verified for unknown user names so that they take as long
+/// as known ones.
+pub fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| hash_password(&random_token()))
+}
+
 /// Set (or create) the account `user` with `password`.
 pub async fn set_password(store: &Store, user: &str, password: &str) -> autoprov_store::Result<()> {
     let hash = tokio::task::spawn_blocking({

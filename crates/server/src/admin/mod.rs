@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/devices", get(pages::devices))
         .route("/admin/devices/{sn}", get(pages::device))
         .route("/admin/devices/{sn}/forget", post(pages::forget))
+        .route("/admin/devices/{sn}/resync", post(pages::resync))
         .route(
             "/admin/devices/{sn}/backups/{name}",
             get(pages::backup_download),
@@ -227,4 +228,81 @@ pub fn ago(t: i64) -> String {
         return "never".into();
     }
     autoprov_core::innovaphone::php::since(now(), t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::ListenerInfo;
+    use tower::ServiceExt;
+
+    async fn app() -> AppState {
+        let site = autoprov_core::Site {
+            dir: std::env::temp_dir().join("autoprov-admin-https-test"),
+            config: Default::default(),
+        };
+        let store = autoprov_store::Store::open_memory().await.unwrap();
+        auth::set_password(&store, "admin", "secret password")
+            .await
+            .unwrap();
+        AppState::new(site, store)
+    }
+
+    fn https(mut req: Request) -> Request {
+        req.extensions_mut().insert(ListenerInfo {
+            local: "127.0.0.1:443".parse().unwrap(),
+            https: true,
+        });
+        req
+    }
+
+    /// Over an HTTPS listener both cookies carry `Secure` besides HttpOnly and SameSite=Strict.
+    #[tokio::test]
+    async fn cookies_are_secure_over_https() {
+        let state = app().await;
+        let router = crate::router(state);
+        let r = router
+            .clone()
+            .oneshot(https(
+                Request::get("/admin/login").body(Body::empty()).unwrap(),
+            ))
+            .await
+            .unwrap();
+        let c = r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(c.contains("; Secure") && c.contains("HttpOnly") && c.contains("SameSite=Strict"));
+        let token = c
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string();
+        let r = router
+            .oneshot(https(
+                Request::post("/admin/login")
+                    .header(header::COOKIE, format!("{}={token}", auth::LOGIN_COOKIE))
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Body::from(format!(
+                        "csrf={token}&user=admin&password=secret+password"
+                    )))
+                    .unwrap(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let session = r
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|v| v.starts_with(auth::SESSION_COOKIE))
+            .unwrap();
+        assert!(session.contains("; Secure"), "{session}");
+        assert!(session.contains("HttpOnly"), "{session}");
+        assert!(session.contains("SameSite=Strict"), "{session}");
+    }
 }

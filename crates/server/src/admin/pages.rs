@@ -100,7 +100,10 @@ pub async fn login(State(app): State<AppState>, req: Request) -> Response {
     let user = field(&form, "user").unwrap_or("").to_string();
     let password = field(&form, "password").unwrap_or("").to_string();
     let stored = app.store().user_get(&user).await.ok().flatten();
-    let hash = stored.map(|u| u.hash).unwrap_or_default();
+    // Unknown users cost one argon2 verification too (no user enumeration by timing).
+    let hash = stored
+        .map(|u| u.hash)
+        .unwrap_or_else(|| auth::dummy_hash().to_string());
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
         .await
         .unwrap_or(false);
@@ -398,6 +401,8 @@ pub async fn device(State(app): State<AppState>, Path(sn): Path<String>, req: Re
          <label>Signed certificate (PEM)<br><textarea name=\"pem\" id=\"pem\" rows=\"6\" cols=\"70\"></textarea></label><br>\
          <button id=\"upload\">Upload signed certificate</button></form>\
          <h2>Actions</h2><p><a href=\"/admin/devices/{s}/preview\" id=\"preview\">Preview as this device</a></p>\
+         <form method=\"post\" action=\"/admin/devices/{s}/resync\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\">\
+         <button id=\"resync\">Resync now (SIP NOTIFY check-sync)</button></form>\
          <form method=\"post\" action=\"/admin/devices/{s}/forget\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\">\
          <button id=\"forget\">Forget this device</button></form>",
         c = esc(&op.csrf)
@@ -415,6 +420,21 @@ pub async fn forget(State(app): State<AppState>, Path(sn): Path<String>, req: Re
         Ok(()) => {
             auth::audit(&app, &op.user, "forget-device", &sn, "").await;
             redirect("/admin/devices")
+        }
+        Err(e) => err_page(&op, e),
+    }
+}
+
+/// POST /admin/devices/{sn}/resync: SIP NOTIFY check-sync.
+pub async fn resync(State(app): State<AppState>, Path(sn): Path<String>, req: Request) -> Response {
+    let (op, _, _) = match require_form(&app, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match service::resync_device(app.site(), app.store(), &sn).await {
+        Ok(outcome) => {
+            auth::audit(&app, &op.user, "resync", &sn, &outcome).await;
+            redirect(&format!("/admin/devices/{}", enc(&sn)))
         }
         Err(e) => err_page(&op, e),
     }

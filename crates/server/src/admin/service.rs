@@ -188,6 +188,28 @@ pub async fn forget_device(store: &Store, sn: &str) -> Result<(), ServiceError> 
     }
 }
 
+/// Ask the phone `sn` to re-read its configuration now (SIP NOTIFY check-sync, via
+/// [`crate::sip::notify`]); the outcome is also recorded in the device's messages.
+pub async fn resync_device(site: &Site, store: &Store, sn: &str) -> Result<String, ServiceError> {
+    use crate::sip::notify::{self, NotifyError, NotifyRequest, Selection};
+    let req = NotifyRequest {
+        selection: Selection::Device(sn.to_string()),
+        to: None,
+        brand: None,
+        action: autoprov_core::discovery::NotifyAction::CheckSync,
+        rate: None,
+    };
+    match notify::run(site, store, &req, |_| {}).await {
+        Ok(reports) => Ok(reports
+            .iter()
+            .map(|r| r.outcome.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")),
+        Err(NotifyError::UnknownDevice(_)) => Err(ServiceError::NotFound(format!("device {sn}"))),
+        Err(e) => Err(ServiceError::Invalid(e.to_string())),
+    }
+}
+
 /// One stored backup of a device.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupInfo {
@@ -457,6 +479,10 @@ mod tests {
             offset: 0,
             limit: 100,
         };
+        let all = store.list_shallow().await.unwrap();
+        eprintln!("100k devices loaded in {:?}", t.elapsed());
+        assert_eq!(all.len(), 100_000);
+        let t = std::time::Instant::now();
         let page = list_devices(&site, &store, &q, 2000).await.unwrap();
         eprintln!("100k devices: {} matched in {:?}", page.total, t.elapsed());
         assert_eq!(page.total, 33_334);

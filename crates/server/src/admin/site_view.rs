@@ -74,6 +74,23 @@ pub fn render(app: &AppState) -> String {
             }
         );
     }
-    b.push_str("</table>");
+    b.push_str("</table><h2>Firmware targets</h2><table id=\"firmware\"><tr><th>Vendor</th><th>Model</th><th>Version</th><th>Groups</th></tr>");
+    let _ = write!(
+        b,
+        "<tr><td>innovaphone</td><td>*</td><td>{} (boot code {})</td><td></td></tr>",
+        esc(&cfg.master.firmware),
+        esc(&cfg.master.bootcode)
+    );
+    for t in &cfg.firmware.targets {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&t.vendor),
+            esc(&t.model),
+            esc(&t.version),
+            esc(&t.groups.join(", "))
+        );
+    }
+    b.push_str("</table><p>Configuration changes are read when `autoprov serve` starts: restart it to reload the site.</p>");
     b
 }

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/devices/{sn}/csr", get(csr))
         .route("/api/v1/devices/{sn}/preview", get(preview))
+        .route("/api/v1/devices/{sn}/resync", axum::routing::post(resync))
         .route("/api/v1/audit", get(audit))
 }
 
@@ -125,7 +126,8 @@ async fn list(State(app): State<AppState>, req: Request) -> Response {
         }
     };
     let (offset, limit) = match (num("offset", 0), num("limit", 100)) {
-        (Ok(o), Ok(l)) => (o, l.min(10_000)),
+        // 0 would mean "all" to the service layer: not for the API (100k devices).
+        (Ok(o), Ok(l)) => (o, if l == 0 { 100 } else { l.min(10_000) }),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let lq = ListQuery {
@@ -274,6 +276,18 @@ async fn preview(State(app): State<AppState>, Path(sn): Path<String>, req: Reque
             StatusCode::OK,
             &serde_json::json!({ "body": o.body, "notes": o.notes, "error": o.error }),
         ),
+        Err(e) => service_error(e),
+    }
+}
+
+/// POST /api/v1/devices/{sn}/resync
+async fn resync(State(app): State<AppState>, Path(sn): Path<String>, req: Request) -> Response {
+    let op = caller!(app, req);
+    match service::resync_device(app.site(), app.store(), &sn).await {
+        Ok(outcome) => {
+            auth::audit(&app, &op.user, "resync", &sn, &outcome).await;
+            json(StatusCode::OK, &serde_json::json!({ "outcome": outcome }))
+        }
         Err(e) => service_error(e),
     }
 }

@@ -21,6 +21,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("put", "/api/v1/devices/{sn}/certificate"),
     ("get", "/api/v1/devices/{sn}/csr"),
     ("get", "/api/v1/devices/{sn}/preview"),
+    ("post", "/api/v1/devices/{sn}/resync"),
     ("get", "/api/v1/audit"),
 ];
 
@@ -54,7 +55,7 @@ pub fn document() -> Value {
             "/api/v1/openapi.json": {"get": op("This document", json!([]), "OpenAPI document")},
             "/api/v1/devices": {"get": op("List devices: filter (seed 003 semantics: whole words, case-insensitive, all terms must match, keywords present/missing), sort, page",
                 json!([q("filter", "string", "filter terms"), q("sort", "string", "sn, vendor, model, name, ip, phase, firmware, seen, last_backup; leading - = descending"),
-                       q("offset", "integer", "rows to skip"), q("limit", "integer", "rows (default 100)")]), "a page of devices")},
+                       q("offset", "integer", "rows to skip"), q("limit", "integer", "rows (default 100, at most 10000)")]), "a page of devices")},
             "/api/v1/devices/{sn}": {
                 "get": op("One device: summary and stored state", json!([sn.clone()]), "the device"),
                 "delete": {"summary": "Forget the device (state only)", "parameters": [sn.clone()],
@@ -71,6 +72,7 @@ pub fn document() -> Value {
             },
             "/api/v1/devices/{sn}/csr": {"get": op("Download the pending CSR (PEM)", json!([sn.clone()]), "the CSR")},
             "/api/v1/devices/{sn}/preview": {"get": op("What the device would receive now (no state written)", json!([sn]), "script body and explanations")},
+            "/api/v1/devices/{sn}/resync": {"post": op("Ask the phone to re-read its configuration now (SIP NOTIFY check-sync; innovaphone devices poll and are skipped)", json!([{"name": "sn", "in": "path", "required": true, "schema": {"type": "string"}}]), "the outcome")},
             "/api/v1/audit": {"get": op("The audit log of operator actions, newest first", json!([q("limit", "integer", "entries (default 100)")]), "audit entries")}
         }
     })
