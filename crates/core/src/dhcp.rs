@@ -40,6 +40,8 @@ enum Payload {
     Host,
     /// Option 43 with the URL in sub-option 66 (Snom).
     Vendor43Sub66,
+    /// A fixed boot file name (option 67), e.g. the profile a TFTP phone asks for first.
+    File(&'static str),
 }
 
 struct Opt {
@@ -95,9 +97,9 @@ const RULES: &[Rule] = &[
         brand: Brand::Cisco,
         classes: &["Cisco", "CISCO", "LINKSYS"],
         ouis: &[],
-        opts: &[o(66, Payload::Host)],
-        note: "SPA phones fetch their default profile (/spa$PSN.cfg) by TFTP from the option 66 \
-               host: enable [tftp] in autoprov.toml",
+        opts: &[o(66, Payload::Host), o(67, Payload::File("/spa$PSN.cfg"))],
+        note: "SPA phones fetch their default profile (/spa$PSN.cfg, option 67) by TFTP from the \
+               option 66 host: enable [tftp] in autoprov.toml",
     },
     Rule {
         brand: Brand::Yealink,
@@ -176,6 +178,7 @@ fn url_host(url: &str) -> Option<String> {
 fn payload(p: Payload, brand: Brand, url: &str, host: &str) -> String {
     match p {
         Payload::Host => host.to_string(),
+        Payload::File(name) => name.to_string(),
         Payload::Url | Payload::Vendor43Sub66 => expand_pnp_url(brand.default_pnp_url(), url),
     }
 }
@@ -273,6 +276,9 @@ fn isc(url: &str, host: &str) -> String {
                 (66, _) => {
                     let _ = writeln!(out, "  option tftp-server-name \"{v}\";");
                 }
+                (67, _) => {
+                    let _ = writeln!(out, "  filename \"{v}\";");
+                }
                 (43, _) => {
                     let _ = writeln!(out, "  option vendor-encapsulated-options \"{v}\";");
                 }
@@ -320,6 +326,7 @@ fn kea(url: &str, host: &str) -> String {
                     }));
                 }
                 (66, _) => data.push(json!({"name": "tftp-server-name", "data": v})),
+                (67, _) => data.push(json!({"name": "boot-file-name", "data": v})),
                 // Raw bytes: right whether or not this Kea version defines the code.
                 (code, _) => data.push(json!({"code": code, "csv-format": false, "data": hex(&v)})),
             }
@@ -369,6 +376,7 @@ mod tests {
             s.contains("dhcp-option=tag:autoprov-gigaset,114,\"http://192.0.2.5:8080/gigaset/\"\n")
         );
         assert!(s.contains("dhcp-option=tag:autoprov-cisco,66,\"192.0.2.5\"\n"));
+        assert!(s.contains("dhcp-option=tag:autoprov-cisco,67,\"/spa$PSN.cfg\"\n"));
         assert!(s.contains("dhcp-option=tag:autoprov-polycom,160,"));
     }
 
@@ -380,6 +388,7 @@ mod tests {
         );
         assert!(s.contains("substring(hardware, 1, 3) = 00:0b:82"));
         assert!(s.contains("option default-url \"http://192.0.2.5:8080/gigaset/\";"));
+        assert!(s.contains("  filename \"/spa$PSN.cfg\";"));
         assert_eq!(s.matches('{').count(), s.matches('}').count());
     }
 
