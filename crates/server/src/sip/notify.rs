@@ -163,27 +163,15 @@ fn device_brand(d: &DeviceState) -> Option<Brand> {
         .or_else(|| d.device.device_type.as_deref().and_then(Brand::from_hint))
 }
 
-fn matches_filter(d: &DeviceState, filter: &str) -> bool {
-    let fields = [
-        Some(d.sn.as_str()),
-        d.device.ip.as_deref(),
-        d.device.device_type.as_deref(),
-        d.device.phase.as_deref(),
-        d.device.classes.as_deref(),
-        d.device.environments.as_deref(),
-        d.device.hwid.as_deref(),
-        d.model.as_deref(),
-        device_brand(d).map(|b| b.id()),
-    ];
-    let hay = fields
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    filter
-        .split_whitespace()
-        .all(|t| hay.contains(&t.to_lowercase()))
+/// The operators' filter (seed 003 semantics, shared with the device list: whole words,
+/// case-insensitive, every term must match, `present`/`missing`), plus the phone's brand.
+fn matches_filter(d: &DeviceState, filter: &str, now: i64, missing_after: u64) -> bool {
+    let mut fields = autoprov_core::filter::device_fields(d);
+    if let Some(b) = device_brand(d) {
+        fields.push(b.id());
+    }
+    let missing = autoprov_core::filter::is_missing(d, now, missing_after);
+    autoprov_core::filter::matches(filter, &fields, missing)
 }
 
 async fn find_device(store: &Store, key: &str) -> Result<Option<DeviceState>, NotifyError> {
@@ -227,7 +215,10 @@ pub async fn run(
             .list()
             .await?
             .into_iter()
-            .filter(|d| matches_filter(d, f))
+            .filter(|d| {
+                let now = crate::app::now();
+                matches_filter(d, f, now, site.config.status.missing)
+            })
             .collect(),
         Selection::All => store.list().await?,
         Selection::None => Vec::new(),
@@ -633,7 +624,9 @@ mod tests {
         assert_eq!(parse_target("phone.example", 5060), None);
         let mut d = DeviceState::new("001565aabbcc", 0);
         d.device.ip = Some("172.16.0.9".into());
-        assert!(matches_filter(&d, "yealink 172.16."));
-        assert!(!matches_filter(&d, "snom"));
+        assert!(matches_filter(&d, "yealink 172.16.", 10, 604800));
+        assert!(!matches_filter(&d, "snom", 10, 604800));
+        assert!(!matches_filter(&d, "172.1", 10, 604800), "whole words only");
+        assert!(matches_filter(&d, "present", 10, 604800));
     }
 }
