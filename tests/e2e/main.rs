@@ -11,6 +11,7 @@ mod dhcp;
 mod dynamic;
 mod firmware;
 mod firmware_catalog;
+mod httpauth;
 mod import;
 mod lifecycle;
 mod mdns;

@@ -44,6 +44,10 @@ pub struct Settings {
     pub ntp_server: Option<String>,
     /// Password of the phone's administrator web interface.
     pub admin_password: Option<String>,
+    /// HTTP credentials the phone must present (Basic or Digest) to get its files; both
+    /// `http_user` and `http_password` set = required. For phones that support them.
+    pub http_user: Option<String>,
+    pub http_password: Option<String>,
     /// SIP accounts by line number (`lines.1`, `lines.2`, ...).
     pub lines: BTreeMap<String, Line>,
     /// Vendor parameters passed through verbatim: `raw.<vendor>."<key>" = "<value>"`.
@@ -189,6 +193,10 @@ pub struct Resolved {
     pub outbound_proxy: Option<String>,
     pub ntp_server: Option<String>,
     pub admin_password: Option<String>,
+    /// Credentials required for this device's files (see [`Settings::http_user`]); never
+    /// written into a file.
+    #[serde(skip)]
+    pub http_credentials: Option<(String, String)>,
     /// Lines ordered by number, with defaults filled in.
     pub lines: Vec<ResolvedLine>,
     /// This vendor's raw parameters, ordered by key.
@@ -229,6 +237,8 @@ impl Settings {
         over(&mut self.outbound_proxy, &top.outbound_proxy);
         over(&mut self.ntp_server, &top.ntp_server);
         over(&mut self.admin_password, &top.admin_password);
+        over(&mut self.http_user, &top.http_user);
+        over(&mut self.http_password, &top.http_password);
         for (n, l) in &top.lines {
             let d = self.lines.entry(n.clone()).or_default();
             over(&mut d.enabled, &l.enabled);
@@ -378,6 +388,7 @@ fn finish(s: Settings, vendor: &str, groups: Vec<String>) -> Resolved {
         outbound_proxy: s.outbound_proxy,
         ntp_server: s.ntp_server,
         admin_password: s.admin_password,
+        http_credentials: s.http_user.zip(s.http_password),
         lines,
         raw,
         vars: s.vars,
@@ -584,6 +595,8 @@ fn check_settings(s: &Settings, base: Vec<PathPart>, out: &mut Vec<Problem>) {
         ("outbound_proxy", &s.outbound_proxy),
         ("ntp_server", &s.ntp_server),
         ("admin_password", &s.admin_password),
+        ("http_user", &s.http_user),
+        ("http_password", &s.http_password),
     ] {
         if let Some(v) = v {
             check_text(out, at(&[name]), name, v);

@@ -37,6 +37,7 @@ pub mod discovery;
 pub mod fsutil;
 pub mod fw;
 pub mod hook;
+pub mod httpauth;
 pub mod listen;
 pub mod master;
 pub mod mdns;

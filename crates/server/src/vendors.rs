@@ -108,6 +108,19 @@ pub async fn handle(app: AppState, req: Request) -> Response {
     }
 
     let settings = vendors::resolve_for(config, &identity);
+    if let Some((user, password)) = &settings.http_credentials {
+        let t = now();
+        if !crate::httpauth::check(&parts.headers, parts.method.as_str(), user, password, t) {
+            tracing::info!(path = %dreq.path, vendor = identity.vendor, "HTTP credentials missing or wrong");
+            return crate::httpauth::challenge(
+                t,
+                &format!(
+                    "the {} files of this device need HTTP credentials",
+                    identity.vendor
+                ),
+            );
+        }
+    }
     let base_url = if config.provisioning.base_url.is_empty() {
         format!(
             "{}://{}",
