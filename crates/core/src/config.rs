@@ -775,14 +775,7 @@ impl Default for SiteConfig {
 impl SiteConfig {
     /// Parse TOML text. Errors carry the line and column (1-based) of the offending spot.
     pub fn from_toml_str(text: &str) -> Result<SiteConfig, ConfigError> {
-        toml::from_str::<SiteConfig>(text).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
-            ConfigError {
-                line,
-                column,
-                message: e.message().to_string(),
-            }
-        })
+        from_toml(text)
     }
 
     pub fn to_toml_string(&self) -> String {
@@ -797,6 +790,18 @@ pub struct ConfigError {
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+/// Deserialise a TOML document; a syntax or type error carries its line and column.
+pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+    toml::from_str::<T>(text).map_err(|e| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        ConfigError {
+            line,
+            column,
+            message: e.message().to_string(),
+        }
+    })
 }
 
 /// 1-based line and column of a byte offset.

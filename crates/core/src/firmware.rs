@@ -134,17 +134,7 @@ pub struct AddConflict {
 
 impl Manifest {
     pub fn from_toml_str(text: &str) -> Result<Manifest, crate::config::ConfigError> {
-        toml::from_str::<Manifest>(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| crate::config::line_col(text, s.start))
-                .unwrap_or((0, 0));
-            crate::config::ConfigError {
-                line,
-                column,
-                message: e.message().to_string(),
-            }
-        })
+        crate::config::from_toml(text)
     }
 
     pub fn to_toml_string(&self) -> String {

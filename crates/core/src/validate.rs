@@ -50,24 +50,24 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+/// A TOML syntax or type error as a diagnostic.
+fn parse_error(file: &str, e: &crate::config::ConfigError) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        line: e.line.max(1),
+        column: e.column.max(1),
+        message: e.message.trim_end().to_string(),
+        warning: false,
+    }
+}
+
 /// Parse and check a configuration text. Returns the configuration when it parsed, and all
 /// diagnostics found (sorted by position). The configuration is usable only when none of the
 /// diagnostics is an error.
 pub fn validate_text(file: &str, text: &str) -> (Option<SiteConfig>, Vec<Diagnostic>) {
     let config = match SiteConfig::from_toml_str(text) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                None,
-                vec![Diagnostic {
-                    file: file.to_string(),
-                    line: e.line.max(1),
-                    column: e.column.max(1),
-                    message: e.message.trim_end().to_string(),
-                    warning: false,
-                }],
-            )
-        }
+        Err(e) => return (None, vec![parse_error(file, &e)]),
     };
     let diags = run_validator(file, text, |v| v.check(&config));
     (Some(config), diags)
@@ -821,18 +821,7 @@ impl Validator<'_> {
 pub fn validate_manifest(file: &str, text: &str) -> (Option<Manifest>, Vec<Diagnostic>) {
     let manifest = match Manifest::from_toml_str(text) {
         Ok(m) => m,
-        Err(e) => {
-            return (
-                None,
-                vec![Diagnostic {
-                    file: file.to_string(),
-                    line: e.line.max(1),
-                    column: e.column.max(1),
-                    message: e.message.trim_end().to_string(),
-                    warning: false,
-                }],
-            )
-        }
+        Err(e) => return (None, vec![parse_error(file, &e)]),
     };
     let diags = run_validator(file, text, |v| v.check_manifest(&manifest));
     (Some(manifest), diags)
