@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The most messages kept per device (see [`DeviceState::prune_msgs`]).
+pub const MAX_MESSAGES: usize = 200;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DeviceState {
     /// Serial as the device sent it (`00-90-33-30-00-af`); the primary key.
@@ -151,8 +154,18 @@ impl DeviceState {
     }
 
     /// Drop old messages as the reference does: everything up to the last message older than
-    /// `logkeep`, but never the last ruler (the start of the newest request).
+    /// `logkeep`, but never the last ruler (the start of the newest request). Beyond the
+    /// reference, at most [`MAX_MESSAGES`] are kept (the oldest go first): a device polling
+    /// fast would otherwise grow its log, and the cost of every state write, without bound.
     pub fn prune_msgs(&mut self, now: i64, logkeep: i64) {
+        self.prune_by_age(now, logkeep);
+        if self.msgs.len() > MAX_MESSAGES {
+            let extra = self.msgs.len() - MAX_MESSAGES;
+            self.msgs.drain(..extra);
+        }
+    }
+
+    fn prune_by_age(&mut self, now: i64, logkeep: i64) {
         let veryold = now - logkeep;
         let mut lastruler = 0usize;
         let mut lastold = 0usize;
@@ -168,5 +181,32 @@ impl DeviceState {
             remove += 1;
         }
         self.msgs.drain(..remove);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_pruned_by_age_and_capped() {
+        let mut st = DeviceState::new("x", 0);
+        for t in 0..10 {
+            st.add_msg("", t * 100);
+            st.add_msg("note", t * 100);
+        }
+        // logkeep 250 at t=1000: everything before the last old message goes, the newest
+        // request (the last ruler) stays.
+        st.prune_msgs(1000, 250);
+        assert_eq!(st.msgs.first().map(|m| m.time), Some(800));
+        for t in 0..(MAX_MESSAGES as i64 * 2) {
+            st.add_msg("note", 1000 + t);
+        }
+        st.prune_msgs(1000, 1_000_000);
+        assert_eq!(st.msgs.len(), MAX_MESSAGES);
+        assert_eq!(
+            st.msgs.last().map(|m| m.time),
+            Some(1000 + MAX_MESSAGES as i64 * 2 - 1)
+        );
     }
 }
