@@ -26,7 +26,7 @@ impl Store {
         detail: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO admin_audit (time, user, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO admin_audit (time, \"user\", action, target, detail) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(time)
         .bind(user)
@@ -42,8 +42,8 @@ impl Store {
     /// The newest `limit` audit entries, newest first.
     pub async fn audit_recent(&self, limit: i64) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
-            "SELECT id, time, user, action, target, detail FROM admin_audit \
-             ORDER BY id DESC LIMIT ?",
+            "SELECT id, time, \"user\", action, target, detail FROM admin_audit \
+             ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.pool())

@@ -1,15 +1,15 @@
-//! Lenient column readers for rows coming back from SQLite.
+//! Lenient column readers for rows coming back from SQLite or PostgreSQL.
 //!
 //! SQLite types are per value, not per column: a file edited by hand or by an older build may
 //! hold text in an INTEGER column, a blob in a TEXT column, or NULL anywhere. These helpers read
 //! what is there, convert where the meaning is unambiguous and otherwise fall back to "absent"
 //! with a warning. They never fail and never panic. They do not know what the columns mean.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// An integer column; text holding a number is accepted, reals are truncated.
-pub(crate) fn opt_i64(row: &SqliteRow, table: &str, col: &str) -> Option<i64> {
+pub(crate) fn opt_i64(row: &AnyRow, table: &str, col: &str) -> Option<i64> {
     if let Ok(v) = row.try_get::<Option<i64>, _>(col) {
         return v;
     }
@@ -39,12 +39,12 @@ pub(crate) fn opt_i64(row: &SqliteRow, table: &str, col: &str) -> Option<i64> {
 }
 
 /// An integer column that must have a value: absent or unreadable reads as 0.
-pub(crate) fn i64_or_zero(row: &SqliteRow, table: &str, col: &str) -> i64 {
+pub(crate) fn i64_or_zero(row: &AnyRow, table: &str, col: &str) -> i64 {
     opt_i64(row, table, col).unwrap_or(0)
 }
 
 /// A text column; numbers are rendered as text and blobs decoded as (lossy) UTF-8.
-pub(crate) fn opt_string(row: &SqliteRow, table: &str, col: &str) -> Option<String> {
+pub(crate) fn opt_string(row: &AnyRow, table: &str, col: &str) -> Option<String> {
     if let Ok(v) = row.try_get::<Option<String>, _>(col) {
         return v;
     }
@@ -62,7 +62,7 @@ pub(crate) fn opt_string(row: &SqliteRow, table: &str, col: &str) -> Option<Stri
 }
 
 /// A text column that must have a value: absent reads as the empty string.
-pub(crate) fn string_or_empty(row: &SqliteRow, table: &str, col: &str) -> String {
+pub(crate) fn string_or_empty(row: &AnyRow, table: &str, col: &str) -> String {
     opt_string(row, table, col).unwrap_or_default()
 }
 

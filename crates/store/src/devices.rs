@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use autoprov_core::state::{
     BootState, DeliveredScript, DeviceInfo, DeviceState, FirmwareState, Message, QueryResult,
 };
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Transaction};
 
 use crate::decode::{i64_or_zero, opt_i64, opt_string, string_or_empty};
 use crate::{Result, Store};
@@ -26,7 +26,7 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (sn, seen, phase, nextphase, sk
      requested, device_type, classes, ip, rp, proxy, realip, hwid, device_phase, environments, \
      backup, certstat, request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, \
      boot_requested_at, vendor, model, first_seen) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) \
      ON CONFLICT (sn) DO UPDATE SET seen = excluded.seen, phase = excluded.phase, \
      nextphase = excluded.nextphase, skipnext = excluded.skipnext, \
      requested = excluded.requested, device_type = excluded.device_type, \
@@ -41,25 +41,28 @@ const UPSERT_DEVICE: &str = "INSERT INTO devices (sn, seen, phase, nextphase, sk
 
 // Children: a duplicate key inside one list (not produced by DeviceState's own setters) keeps
 // the last entry at the last position, as DeviceState::set_query would.
-const INSERT_VAR: &str = "INSERT INTO device_vars (sn, name, time, pos) VALUES (?, ?, ?, ?) \
+const INSERT_VAR: &str = "INSERT INTO device_vars (sn, name, time, pos) VALUES ($1, $2, $3, $4) \
      ON CONFLICT (sn, name) DO UPDATE SET time = excluded.time, pos = excluded.pos";
-const INSERT_MESSAGE: &str = "INSERT INTO device_messages (sn, time, msg) VALUES (?, ?, ?)";
+const INSERT_MESSAGE: &str = "INSERT INTO device_messages (sn, time, msg) VALUES ($1, $2, $3)";
 const INSERT_SCRIPT: &str =
-    "INSERT INTO device_scripts (sn, filename, delivered, version, pos) VALUES (?, ?, ?, ?, ?) \
+    "INSERT INTO device_scripts (sn, filename, delivered, version, pos) VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (sn, filename) DO UPDATE SET delivered = excluded.delivered, \
      version = excluded.version, pos = excluded.pos";
 const INSERT_QUERY: &str = "INSERT INTO device_queries (sn, id, seen, body, pos) \
-     VALUES (?, ?, ?, ?, ?) \
+     VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (sn, id) DO UPDATE SET seen = excluded.seen, body = excluded.body, \
      pos = excluded.pos";
 
 impl Store {
     /// The stored state of device `sn`, or `None` if it is unknown.
     pub async fn load(&self, sn: &str) -> Result<Option<DeviceState>> {
+        if let Some(queued) = self.wb.as_ref().and_then(|wb| wb.get(sn)) {
+            return Ok(Some((*queued).clone()));
+        }
         // One read transaction: a concurrent save cannot tear the picture.
         let mut tx = self.begin_read().await?;
         let row = sqlx::query(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE sn = ?"
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE sn = $1"
         ))
         .bind(sn)
         .fetch_optional(&mut *tx)
@@ -69,7 +72,7 @@ impl Store {
             return Ok(None);
         };
         let mut state = device_from_row(&row);
-        let where_sn = "WHERE sn = ?";
+        let where_sn = "WHERE sn = $1";
         for row in self.children(&mut tx, VARS, where_sn, sn).await? {
             state.device.vars.push(var_from_row(&row));
         }
@@ -87,18 +90,33 @@ impl Store {
     }
 
     /// Store `state` as it is: the device row is inserted or updated and its vars, messages,
-    /// scripts and queries are replaced by the struct's lists, all in one transaction.
+    /// scripts and queries are replaced by the struct's lists, all in one transaction. With
+    /// write-behind the state is queued and written by the next batch (see `writebehind.rs`).
     pub async fn save(&self, state: &DeviceState) -> Result<()> {
+        if let Some(wb) = &self.wb {
+            if wb.put(state.clone()) > crate::writebehind::MAX_QUEUED {
+                self.flush_with(wb).await?;
+            }
+            return Ok(());
+        }
+        self.write_states(&[state]).await
+    }
+
+    /// Write `states` in one transaction, bypassing any write-behind queue.
+    pub(crate) async fn write_states(&self, states: &[&DeviceState]) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        self.save_in(&mut tx, state)
-            .await
-            .map_err(|e| self.err(e))?;
+        for state in states {
+            self.save_in(&mut tx, state)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// All devices with their children, ordered by serial (byte order).
     pub async fn list(&self) -> Result<Vec<DeviceState>> {
+        let _flushed = self.flushed().await?;
         let mut tx = self.begin_read().await?;
         let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY sn"))
             .fetch_all(&mut *tx)
@@ -110,7 +128,7 @@ impl Store {
             .enumerate()
             .map(|(i, d)| (d.sn.clone(), i))
             .collect();
-        let owner = |row: &SqliteRow| index.get(&string_or_empty(row, "children", "sn")).copied();
+        let owner = |row: &AnyRow| index.get(&string_or_empty(row, "children", "sn")).copied();
 
         for row in self.children(&mut tx, VARS, "", "").await? {
             if let Some(i) = owner(&row) {
@@ -139,6 +157,7 @@ impl Store {
     /// All devices without their children (vars, messages, scripts, queries), ordered by
     /// serial: one query, for inventory lists of many devices.
     pub async fn list_shallow(&self) -> Result<Vec<DeviceState>> {
+        let _flushed = self.flushed().await?;
         let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY sn"))
             .fetch_all(self.pool())
             .await
@@ -148,7 +167,11 @@ impl Store {
 
     /// Forget device `sn` and everything stored for it. `false` if it was unknown.
     pub async fn delete(&self, sn: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM devices WHERE sn = ?")
+        let _flushed = self.flushed().await?;
+        if let Some(wb) = &self.wb {
+            wb.forget(sn);
+        }
+        let done = sqlx::query("DELETE FROM devices WHERE sn = $1")
             .bind(sn)
             .execute(self.pool())
             .await
@@ -158,7 +181,8 @@ impl Store {
 
     /// Set the last-contact time of `sn` to `now`. `false` if the device is unknown.
     pub async fn touch(&self, sn: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE devices SET seen = ? WHERE sn = ?")
+        let _flushed = self.flushed().await?;
+        let done = sqlx::query("UPDATE devices SET seen = $1 WHERE sn = $2")
             .bind(now)
             .bind(sn)
             .execute(self.pool())
@@ -170,7 +194,11 @@ impl Store {
     /// Delete every device last seen before `older_than` (with its children); returns how many
     /// devices went.
     pub async fn expire(&self, older_than: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM devices WHERE seen < ?")
+        let _flushed = self.flushed().await?;
+        if let Some(wb) = &self.wb {
+            wb.forget_older(older_than);
+        }
+        let done = sqlx::query("DELETE FROM devices WHERE seen < $1")
             .bind(older_than)
             .execute(self.pool())
             .await
@@ -180,7 +208,7 @@ impl Store {
 
     async fn save_in(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut AnyConnection,
         s: &DeviceState,
     ) -> std::result::Result<(), sqlx::Error> {
         let d = &s.device;
@@ -211,7 +239,7 @@ impl Store {
             .bind(&s.vendor)
             .bind(&s.model)
             .bind(s.first_seen)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
 
         for table in [
@@ -220,12 +248,12 @@ impl Store {
             "device_scripts",
             "device_queries",
         ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE sn = ?"))
+            sqlx::query(&format!("DELETE FROM {table} WHERE sn = $1"))
                 .bind(&s.sn)
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
         }
-        let conn: &mut SqliteConnection = tx;
+        let conn: &mut AnyConnection = tx;
         for (pos, (name, time)) in (0i64..).zip(&d.vars) {
             sqlx::query(INSERT_VAR)
                 .bind(&s.sn)
@@ -269,11 +297,11 @@ impl Store {
     /// Rows of one child table, for one device (`filter` = `WHERE sn = ?`) or all (`""`).
     async fn children(
         &self,
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'static, Any>,
         child: Child,
         filter: &str,
         sn: &str,
-    ) -> Result<Vec<SqliteRow>> {
+    ) -> Result<Vec<AnyRow>> {
         let sql = format!(
             "SELECT {} FROM {} {filter} ORDER BY {}",
             child.columns, child.table, child.order
@@ -314,7 +342,7 @@ const QUERIES: Child = Child {
     order: "sn, pos, id",
 };
 
-fn device_from_row(row: &SqliteRow) -> DeviceState {
+fn device_from_row(row: &AnyRow) -> DeviceState {
     let t = "devices";
     DeviceState {
         sn: string_or_empty(row, t, "sn"),
@@ -356,12 +384,12 @@ fn device_from_row(row: &SqliteRow) -> DeviceState {
     }
 }
 
-fn var_from_row(row: &SqliteRow) -> (String, i64) {
+fn var_from_row(row: &AnyRow) -> (String, i64) {
     let t = "device_vars";
     (string_or_empty(row, t, "name"), i64_or_zero(row, t, "time"))
 }
 
-fn message_from_row(row: &SqliteRow) -> Message {
+fn message_from_row(row: &AnyRow) -> Message {
     let t = "device_messages";
     Message {
         time: i64_or_zero(row, t, "time"),
@@ -369,7 +397,7 @@ fn message_from_row(row: &SqliteRow) -> Message {
     }
 }
 
-fn script_from_row(row: &SqliteRow) -> DeliveredScript {
+fn script_from_row(row: &AnyRow) -> DeliveredScript {
     let t = "device_scripts";
     DeliveredScript {
         filename: string_or_empty(row, t, "filename"),
@@ -378,7 +406,7 @@ fn script_from_row(row: &SqliteRow) -> DeliveredScript {
     }
 }
 
-fn query_from_row(row: &SqliteRow) -> QueryResult {
+fn query_from_row(row: &AnyRow) -> QueryResult {
     let t = "device_queries";
     QueryResult {
         id: string_or_empty(row, t, "id"),

@@ -1,13 +1,15 @@
 //! Store errors, phrased for the operator who reads them in a log.
 //!
-//! Every variant names the database file and says what to do next. SQLite result codes are
-//! turned into these variants here and nowhere else; callers match on [`StoreError`] and never
+//! Every variant names the database (file or redacted URL) and says what to do next. SQLite
+//! result codes and PostgreSQL SQLSTATEs are turned into these variants here and nowhere else; callers match on [`StoreError`] and never
 //! see SQL or driver types. This module only translates errors: it must not retry, log or decide
 //! anything.
 
 use std::fmt;
 
 use sqlx::migrate::MigrateError;
+
+use crate::Backend;
 
 /// Result of every store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -98,7 +100,59 @@ fn primary_code(err: &sqlx::Error) -> Option<i32> {
     Some(code & 0xff)
 }
 
-/// Translate a driver error into a [`StoreError`] for the database at `path`.
+/// Translate a driver error of the `backend` database at `path` into a [`StoreError`].
+pub(crate) fn classify_for(path: &str, backend: Backend, err: sqlx::Error) -> StoreError {
+    match backend {
+        Backend::Sqlite => classify(path, err),
+        Backend::Postgres => classify_postgres(path, err),
+    }
+}
+
+/// Translate a PostgreSQL error by its SQLSTATE class.
+fn classify_postgres(path: &str, err: sqlx::Error) -> StoreError {
+    let path = path.to_string();
+    if let Some(db) = err.as_database_error() {
+        let detail = db.message().to_string();
+        let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+        return match code.as_str() {
+            // lock_not_available, serialization_failure, deadlock_detected
+            "55P03" | "40001" | "40P01" => StoreError::Locked { path, detail },
+            // disk_full, insufficient_resources, out_of_memory
+            "53100" | "53000" | "53200" => StoreError::DiskFull { path, detail },
+            // read_only_sql_transaction
+            "25006" => StoreError::ReadOnly { path, detail },
+            // data_corrupted, index_corrupted
+            "XX001" | "XX002" => StoreError::Damaged { path, detail },
+            // admin_shutdown, crash_shutdown, cannot_connect_now
+            "57P01" | "57P02" | "57P03" => StoreError::Closed { path },
+            c if c.starts_with("08") || c.starts_with("28") || c == "3D000" => {
+                StoreError::CannotOpen {
+                    path,
+                    reason: detail,
+                }
+            }
+            _ => StoreError::Sql { path, detail },
+        };
+    }
+    match err {
+        sqlx::Error::PoolTimedOut => StoreError::PoolTimeout { path },
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => StoreError::Closed { path },
+        sqlx::Error::Io(e) => StoreError::CannotOpen {
+            path,
+            reason: format!("{e}; is the PostgreSQL server running and reachable?"),
+        },
+        sqlx::Error::Tls(e) => StoreError::CannotOpen {
+            path,
+            reason: format!("TLS: {e}"),
+        },
+        other => StoreError::Sql {
+            path,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Translate an SQLite driver error into a [`StoreError`] for the database at `path`.
 pub(crate) fn classify(path: &str, err: sqlx::Error) -> StoreError {
     let path = path.to_string();
     if let Some(code) = primary_code(&err) {
@@ -135,10 +189,10 @@ pub(crate) fn classify(path: &str, err: sqlx::Error) -> StoreError {
 
 /// Translate a migration failure. Lock, damage and open problems keep their own variants so the
 /// operator gets the same advice as anywhere else.
-pub(crate) fn classify_migration(path: &str, err: MigrateError) -> StoreError {
+pub(crate) fn classify_migration(path: &str, backend: Backend, err: MigrateError) -> StoreError {
     let detail: String = match err {
-        MigrateError::Execute(e) => return migration_sql(path, e, None),
-        MigrateError::ExecuteMigration(e, v) => return migration_sql(path, e, Some(v)),
+        MigrateError::Execute(e) => return migration_sql(path, backend, e, None),
+        MigrateError::ExecuteMigration(e, v) => return migration_sql(path, backend, e, Some(v)),
         MigrateError::VersionMissing(v) => format!(
             "it was migrated by a newer autoprov (schema version {v} is unknown to this \
              build); run the newer autoprov or point this one at another file"
@@ -159,8 +213,13 @@ pub(crate) fn classify_migration(path: &str, err: MigrateError) -> StoreError {
     }
 }
 
-fn migration_sql(path: &str, err: sqlx::Error, version: Option<i64>) -> StoreError {
-    match classify(path, err) {
+fn migration_sql(
+    path: &str,
+    backend: Backend,
+    err: sqlx::Error,
+    version: Option<i64>,
+) -> StoreError {
+    match classify_for(path, backend, err) {
         StoreError::Sql { path, detail } => StoreError::Migration {
             path,
             detail: format!(

@@ -7,7 +7,7 @@
 //! this module only moves rows and must not decide anything.
 
 use autoprov_core::firmware::{FirmwareFetch, FirmwareProgress};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::decode::{i64_or_zero, opt_i64, opt_string, string_or_empty};
 use crate::{Result, Store};
@@ -17,7 +17,7 @@ const COLUMNS: &str = "device, vendor, model, groups, reported_version, reported
 
 const UPSERT: &str = "INSERT INTO firmware_progress (device, vendor, model, groups, \
      reported_version, reported_at, image_version, image_sha256, fetches, first_fetch_at, \
-     last_fetch_at, done_at, flagged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     last_fetch_at, done_at, flagged_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
      ON CONFLICT (device) DO UPDATE SET vendor = excluded.vendor, model = excluded.model, \
      groups = excluded.groups, reported_version = excluded.reported_version, \
      reported_at = excluded.reported_at, image_version = excluded.image_version, \
@@ -31,7 +31,7 @@ impl Store {
     /// The firmware record of `device`, if it has one.
     pub async fn firmware_progress(&self, device: &str) -> Result<Option<FirmwareProgress>> {
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM firmware_progress WHERE device = ?"
+            "SELECT {COLUMNS} FROM firmware_progress WHERE device = $1"
         ))
         .bind(device)
         .fetch_optional(self.pool())
@@ -64,8 +64,10 @@ impl Store {
         T: Send,
     {
         let mut tx = self.begin_write().await?;
+        self.advisory_lock(&mut tx, &format!("firmware:{device}"))
+            .await?;
         let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM firmware_progress WHERE device = ?"
+            "SELECT {COLUMNS} FROM firmware_progress WHERE device = $1"
         ))
         .bind(device)
         .fetch_optional(&mut *tx)
@@ -103,7 +105,7 @@ impl Store {
     pub async fn firmware_log_fetch(&self, fetch: &FirmwareFetch, keep: u32) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(&format!(
-            "INSERT INTO firmware_fetches ({FETCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO firmware_fetches ({FETCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
         .bind(&fetch.device)
         .bind(fetch.time)
@@ -117,8 +119,8 @@ impl Store {
         .await
         .map_err(|e| self.err(e))?;
         sqlx::query(
-            "DELETE FROM firmware_fetches WHERE device = ? AND id NOT IN \
-             (SELECT id FROM firmware_fetches WHERE device = ? ORDER BY id DESC LIMIT ?)",
+            "DELETE FROM firmware_fetches WHERE device = $1 AND id NOT IN \
+             (SELECT id FROM firmware_fetches WHERE device = $2 ORDER BY id DESC LIMIT $3)",
         )
         .bind(&fetch.device)
         .bind(&fetch.device)
@@ -133,7 +135,7 @@ impl Store {
     /// The logged downloads of `device`, oldest first.
     pub async fn firmware_fetches(&self, device: &str) -> Result<Vec<FirmwareFetch>> {
         let rows = sqlx::query(&format!(
-            "SELECT {FETCH_COLUMNS} FROM firmware_fetches WHERE device = ? ORDER BY id"
+            "SELECT {FETCH_COLUMNS} FROM firmware_fetches WHERE device = $1 ORDER BY id"
         ))
         .bind(device)
         .fetch_all(self.pool())
@@ -145,7 +147,7 @@ impl Store {
 
 const P: &str = "firmware_progress";
 
-fn progress_from_row(row: &SqliteRow) -> FirmwareProgress {
+fn progress_from_row(row: &AnyRow) -> FirmwareProgress {
     let groups = opt_string(row, P, "groups")
         .and_then(|s| serde_json::from_str::<Vec<String>>(&s).ok())
         .unwrap_or_default();
@@ -166,7 +168,7 @@ fn progress_from_row(row: &SqliteRow) -> FirmwareProgress {
     }
 }
 
-fn fetch_from_row(row: &SqliteRow) -> FirmwareFetch {
+fn fetch_from_row(row: &AnyRow) -> FirmwareFetch {
     const T: &str = "firmware_fetches";
     FirmwareFetch {
         device: string_or_empty(row, T, "device"),

@@ -9,7 +9,7 @@ use crate::{Result, Store};
 impl Store {
     /// The value stored under `key`, if any.
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
             .bind(key)
             .fetch_optional(self.pool())
             .await
@@ -20,7 +20,7 @@ impl Store {
     /// Store `value` under `key`, replacing an older value.
     pub async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO meta (key, value) VALUES (?, ?) \
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)

@@ -24,7 +24,7 @@ impl Store {
         expires: i64,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO admin_sessions (id, user, csrf, created, expires) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO admin_sessions (id, \"user\", csrf, created, expires) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id_hash)
         .bind(user)
@@ -40,7 +40,7 @@ impl Store {
     /// The session `id_hash` when it exists and has not expired at `now`.
     pub async fn session_get(&self, id_hash: &str, now: i64) -> Result<Option<AdminSession>> {
         let row = sqlx::query(
-            "SELECT user, csrf, expires FROM admin_sessions WHERE id = ? AND expires > ?",
+            "SELECT \"user\", csrf, expires FROM admin_sessions WHERE id = $1 AND expires > $2",
         )
         .bind(id_hash)
         .bind(now)
@@ -56,7 +56,7 @@ impl Store {
 
     /// End the session `id_hash` (and drop every expired one).
     pub async fn session_delete(&self, id_hash: &str, now: i64) -> Result<()> {
-        sqlx::query("DELETE FROM admin_sessions WHERE id = ? OR expires <= ?")
+        sqlx::query("DELETE FROM admin_sessions WHERE id = $1 OR expires <= $2")
             .bind(id_hash)
             .bind(now)
             .execute(self.pool())

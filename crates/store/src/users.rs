@@ -27,7 +27,7 @@ impl Store {
 
     /// The account `name`, if any.
     pub async fn user_get(&self, name: &str) -> Result<Option<AdminUser>> {
-        let row = sqlx::query("SELECT name, hash, created FROM admin_users WHERE name = ?")
+        let row = sqlx::query("SELECT name, hash, created FROM admin_users WHERE name = $1")
             .bind(name)
             .fetch_optional(self.pool())
             .await
@@ -42,7 +42,7 @@ impl Store {
     /// Create or replace the account `name` with password hash `hash`.
     pub async fn user_set(&self, name: &str, hash: &str, now: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO admin_users (name, hash, created) VALUES (?, ?, ?) \
+            "INSERT INTO admin_users (name, hash, created) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
         )
         .bind(name)
@@ -56,20 +56,22 @@ impl Store {
 
     /// Store an API token (by the hash of its secret) for `user`.
     pub async fn token_add(&self, id_hash: &str, user: &str, label: &str, now: i64) -> Result<()> {
-        sqlx::query("INSERT INTO admin_tokens (id, user, label, created) VALUES (?, ?, ?, ?)")
-            .bind(id_hash)
-            .bind(user)
-            .bind(label)
-            .bind(now)
-            .execute(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "INSERT INTO admin_tokens (id, \"user\", label, created) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id_hash)
+        .bind(user)
+        .bind(label)
+        .bind(now)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// The user owning the API token whose secret hashes to `id_hash`.
     pub async fn token_user(&self, id_hash: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT user FROM admin_tokens WHERE id = ?")
+        let row = sqlx::query("SELECT \"user\" FROM admin_tokens WHERE id = $1")
             .bind(id_hash)
             .fetch_optional(self.pool())
             .await

@@ -19,7 +19,8 @@ fn fetch(device: &str, time: i64, range_start: u64) -> FirmwareFetch {
 #[tokio::test]
 async fn progress_round_trip_and_update() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("db.sqlite")).await.unwrap();
+    let location = autoprov_store::testing::test_database(&dir.path().join("db.sqlite")).await;
+    let store = Store::connect(&location).await.unwrap();
     assert_eq!(store.firmware_progress("000413741767").await.unwrap(), None);
 
     let (p, out) = store
@@ -71,7 +72,8 @@ async fn progress_round_trip_and_update() {
 #[tokio::test]
 async fn concurrent_updates_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("db.sqlite")).await.unwrap();
+    let location = autoprov_store::testing::test_database(&dir.path().join("db.sqlite")).await;
+    let store = Store::connect(&location).await.unwrap();
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let s = store.clone();

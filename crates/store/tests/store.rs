@@ -14,6 +14,13 @@ use autoprov_store::{Store, StoreError, StoreOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+/// The store under test: a fresh PostgreSQL database when the test command started one
+/// (`AUTOPROV_TEST_POSTGRES`), else an SQLite file in `dir`.
+async fn open_test(dir: &tempfile::TempDir) -> Store {
+    let location = autoprov_store::testing::test_database(&db(dir)).await;
+    Store::connect(&location).await.unwrap()
+}
+
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("autoprov.db")
 }
@@ -102,7 +109,7 @@ fn full_state(sn: &str) -> DeviceState {
 #[tokio::test]
 async fn full_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).await.unwrap();
+    let store = open_test(&dir).await;
     let s = full_state("00-90-33-30-00-af");
     store.save(&s).await.unwrap();
     let back = store.load(&s.sn).await.unwrap().expect("device stored");
@@ -123,7 +130,7 @@ async fn full_round_trip() {
 #[tokio::test]
 async fn save_twice_replaces_children() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).await.unwrap();
+    let store = open_test(&dir).await;
     let mut s = full_state("sn1");
     store.save(&s).await.unwrap();
 
@@ -146,7 +153,7 @@ async fn save_twice_replaces_children() {
 #[tokio::test]
 async fn duplicate_keys_in_lists_keep_the_last() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).await.unwrap();
+    let store = open_test(&dir).await;
     let mut s = DeviceState::new("dup", 1);
     s.queries = vec![
         QueryResult {
@@ -173,7 +180,7 @@ async fn duplicate_keys_in_lists_keep_the_last() {
 #[tokio::test]
 async fn list_is_ordered_with_children() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).await.unwrap();
+    let store = open_test(&dir).await;
     let b = full_state("b");
     let a = full_state("a");
     let mut c = DeviceState::new("c", 9);
@@ -188,7 +195,7 @@ async fn list_is_ordered_with_children() {
 #[tokio::test]
 async fn touch_expire_and_delete() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&db(&dir)).await.unwrap();
+    let store = open_test(&dir).await;
     for (sn, seen) in [("old1", 100), ("old2", 199), ("new", 200)] {
         let mut s = full_state(sn);
         s.seen = seen;
@@ -213,6 +220,9 @@ async fn touch_expire_and_delete() {
     assert!(store.delete("new").await.unwrap());
     assert!(!store.delete("new").await.unwrap());
     store.close().await;
+    if autoprov_store::testing::test_postgres().is_some() {
+        return; // the raw check below reads the SQLite file
+    }
 
     // children went with their devices (checked on the raw file)
     let mut conn = SqliteConnectOptions::new()
@@ -430,4 +440,111 @@ fn futures_are_send(store: &Store, s: &DeviceState) {
     sync_clone::<StoreOptions>();
     fn error<T: std::error::Error + Send + Sync + 'static>() {}
     error::<StoreError>();
+}
+
+#[tokio::test]
+async fn write_behind_queues_saves_and_flushes_them_in_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_secs(3600)),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&db(&dir), &opts).await.unwrap();
+    assert!(store.writes_behind());
+    let mut s = full_state("00-90-33-30-00-af");
+    store.save(&s).await.unwrap();
+    // queued: this process sees it, the file does not have it yet
+    assert_eq!(store.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(store.queued_states(), 1);
+    let other = Store::open(&db(&dir)).await.unwrap();
+    assert_eq!(other.load(&s.sn).await.unwrap(), None);
+
+    // a second save replaces the queued state
+    s.seen += 10;
+    store.save(&s).await.unwrap();
+    assert_eq!(store.queued_states(), 1);
+    assert_eq!(store.flush().await.unwrap(), 1);
+    assert_eq!(store.queued_states(), 0);
+    assert_eq!(other.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+
+    // list, delete and expire see queued states
+    let t = DeviceState::new("00-90-33-00-00-02", 50);
+    store.save(&t).await.unwrap();
+    assert_eq!(store.list().await.unwrap().len(), 2);
+    store
+        .save(&DeviceState::new("00-90-33-00-00-03", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.expire(40).await.unwrap(),
+        1,
+        "queued old device expired"
+    );
+    assert_eq!(store.load("00-90-33-00-00-03").await.unwrap(), None);
+    store.save(&t).await.unwrap();
+    assert!(store.delete(&t.sn).await.unwrap());
+    assert_eq!(store.load(&t.sn).await.unwrap(), None);
+    assert_eq!(other.load(&t.sn).await.unwrap(), None);
+
+    // close writes what is queued
+    s.seen += 10;
+    store.save(&s).await.unwrap();
+    store.close().await;
+    assert_eq!(other.load(&s.sn).await.unwrap().unwrap().seen, s.seen);
+}
+
+#[tokio::test]
+async fn write_behind_flushes_by_itself_within_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_millis(50)),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&db(&dir), &opts).await.unwrap();
+    let other = Store::open(&db(&dir)).await.unwrap();
+    let s = full_state("00-90-33-30-00-af");
+    store.save(&s).await.unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = other.load(&s.sn).await.unwrap();
+        if seen.is_some() {
+            break;
+        }
+    }
+    assert_eq!(seen.as_ref(), Some(&s));
+    assert_eq!(store.queued_states(), 0);
+}
+
+/// Two handles on one database stand for two replicas: the device lock serialises their
+/// load-modify-save cycles, so no increment is lost. On SQLite the lock is a no-op and the
+/// test only runs against PostgreSQL.
+#[tokio::test]
+async fn device_lock_serialises_replicas_on_postgres() {
+    let Some(server) = autoprov_store::testing::test_postgres() else {
+        return;
+    };
+    let url = autoprov_store::testing::fresh_postgres_database(&server)
+        .await
+        .unwrap();
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    assert_eq!(a.backend(), autoprov_store::Backend::Postgres);
+    a.save(&DeviceState::new("dev", 0)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let _lock = store.lock_device("dev").await.unwrap();
+            let mut s = store.load("dev").await.unwrap().unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            s.seen += 1;
+            store.save(&s).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(b.load("dev").await.unwrap().unwrap().seen, 40);
+    assert!(a.path().starts_with("postgres://"));
 }
