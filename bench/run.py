@@ -1,28 +1,37 @@
 #!/usr/bin/env python3
 """autoprov vs nginx, side by side in one run on one machine.
 
-Usage:  bench/run.py [--duration 10] [--devices 2000] [--connections 64] [--scenarios R1,R2,R5,R6]
+Usage:  python3 bench/run.py [--quick] [--only R1,R3,STORM] [--duration 10] [--devices 10000]
 
-Builds autoprov (release), creates a throwaway innovaphone site with many devices, renders the
-very bytes each device gets and lets nginx serve those copies as static files, then drives both
-servers with the same load (wrk, many distinct devices) and prints autoprov/nginx ratios with the
-raw figures: requests/s, CPU time per request, p50/p99 latency, peak memory (VmHWM).
+Builds autoprov (release), creates a throwaway site with many devices (innovaphone and Yealink),
+renders the very bytes each device gets and lets nginx serve those copies as static files, then
+drives both servers with the same load (wrk, every request for the next of many distinct
+devices) and prints autoprov/nginx ratios with the raw figures: requests/s, CPU time per
+request, p50/p99 latency, peak memory (VmHWM, reset before each scenario).
 
 Scenarios
-  R1  configuration GET, keep-alive (devices in their final phase, CHECK good: the steady poll)
-  R2  the same with a new connection per request (Connection: close), as phones do
-  R5  first contact of never-seen devices (identify, plan, record state) vs nginx static
-  R6  a 50 MB firmware file, 200 concurrent downloads
-  (R3 HTTPS and R4 conditional GET need the TLS listener and ETags; they are reported as
-   "n/a" until those exist.)
+  R1     configuration GET, keep-alive (innovaphone devices in their final phase, CHECK good)
+  R2     the same with a new connection per request (Connection: close), as phones do
+  R3     the same over HTTPS, new connection and full TLS handshake per request (ECDSA P-256
+         certificate, no session resumption; bench/tlsload.py, since wrk resumes sessions;
+         nginx's log counts full and resumed handshakes)
+  R4     conditional GET answered 304: Yealink <mac>.cfg with If-None-Match (autoprov's ETag;
+         nginx its own ETag of the same bytes), keep-alive
+  R5     first contact of never-seen devices (identify, plan, record state) vs nginx static
+  R6     a 50 MB firmware file, 200 concurrent downloads
+  STORM  boot storm against autoprov alone: 100k never-seen devices (half innovaphone, half
+         Yealink) arriving evenly within 60 s, open loop (bench/storm.py); served within 120 s?
 
-Needs nginx and wrk (Debian: nginx-light wrk); installs them when missing and running as root.
-Numbers depend on the machine and on what else runs: read ratios, not absolutes.
+--quick: 3 s per run, 1000 devices, a storm of 20k devices in 12 s (deadline 24 s).
+Needs nginx and wrk (Debian: nginx-light wrk) and openssl; installs them when missing and
+running as root. Numbers depend on the machine and on what else runs: read ratios, not
+absolutes.
 """
 
 import argparse
-import hashlib
+import concurrent.futures
 import json
+import resource
 import os
 import shutil
 import signal
@@ -86,6 +95,8 @@ def device_query(i, check=None):
 
 
 SITE_TOML = """
+[settings]
+sip_server = "pbx.example.com"
 [server]
 database = "autoprov.db"
 [master]
@@ -98,14 +109,34 @@ enabled = true
 dir = "backup"
 [times]
 grace = 0
+[tls]
+cert = "tls/server.crt"
+key = "tls/server.key"
 """
 
+YEALINK_OUI = "001565"
+YEALINK_UA = "Yealink SIP-T46S 66.86.0.15 {mac}"
 
-def make_site(d):
+
+def yealink_mac(i):
+    return f"{YEALINK_OUI}{i:06x}"
+
+
+def make_site(d, devices):
     os.makedirs(os.path.join(d, "scripts"))
     os.makedirs(os.path.join(d, "fw", "137640"))
+    os.makedirs(os.path.join(d, "tls"))
     with open(os.path.join(d, "autoprov.toml"), "w") as f:
         f.write(SITE_TOML)
+        # A line per Yealink phone, so that every <mac>.cfg has its own bytes.
+        for i in range(devices):
+            f.write(f'[devices."{yealink_mac(i)}".settings]\n'
+                    f'lines.1 = {{ user = "{10000 + i}", password = "pw{i:05d}", display_name = "Phone {i}" }}\n')
+    # ECDSA P-256 server certificate, shared by autoprov and nginx.
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", os.path.join(d, "tls", "server.key"), "-out", os.path.join(d, "tls", "server.crt"),
+        "-days", "30", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     snippets = {
         "update-all-default.txt": "config add PHONE SIG /coder G722,20,\nconfig add CMD0 /tz CET\n",
         "update-phone-default.txt": "config add CMD0 /name This+is+a+Phone%21\n",
@@ -144,6 +175,18 @@ class Proc:
                 pass
         return total
 
+    def reset_peak(self):
+        """Reset VmHWM to the current RSS (Linux >= 4.0), so that the next reading is this
+        scenario's peak. Returns False when that is not possible (then the peak is lifetime)."""
+        ok = True
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                ok = False
+        return ok
+
     def peak_kib(self):
         peak = 0
         for pid in self.pids():
@@ -163,32 +206,82 @@ class Proc:
             self.p.kill()
 
 
-LUA_PATHS = """
-local n = {n}
-local i = 0
-local prefix = "{prefix}"
-local suffix = "{suffix}"
-local paths = {{}}
-for line in io.lines("{file}") do paths[#paths + 1] = line end
-request = function()
+LUA = """
+-- Each line of the file: a path, then optional tab-separated "Name: value" headers.
+-- Requests are built once per thread; thread n starts at its own offset in the list.
+local file = "{file}"
+local reqs = {{}}
+local counter = 0
+local threads = {{}}
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  for line in io.lines(file) do
+    local fields = {{}}
+    for f in string.gmatch(line, "[^\\t]+") do fields[#fields + 1] = f end
+    local headers = {{}}
+    {close}
+    for k = 2, #fields do
+      local name, value = string.match(fields[k], "^([^:]+):%s*(.*)$")
+      headers[name] = value
+    end
+    reqs[#reqs + 1] = wrk.format("GET", fields[1], headers)
+  end
+  i = (id or 0) * 7919
+  c200 = 0; c304 = 0; c503 = 0; cother = 0
+end
+function request()
   i = i + 1
-  local p = paths[(i % #paths) + 1]
-  return wrk.format("GET", p, {headers})
+  return reqs[(i % #reqs) + 1]
+end
+"""
+
+LUA_COUNT = """
+function response(status, headers, body)
+  if status == 200 then c200 = c200 + 1
+  elseif status == 304 then c304 = c304 + 1
+  elseif status == 503 then c503 = c503 + 1
+  else cother = cother + 1 end
+end
+function done(summary, latency, requests)
+  local a, b, c, d = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("c200"); b = b + t:get("c304"); c = c + t:get("c503"); d = d + t:get("cother")
+  end
+  io.write(string.format("STATUS 200=%d 304=%d 503=%d other=%d\\n", a, b, c, d))
 end
 """
 
 
-def wrk(port, paths_file, duration, connections, close=False, threads=2):
-    headers = '{["Connection"] = "close"}' if close else "nil"
+def wrk(url, paths_file, duration, connections, close=False, threads=2, count=False, timeout=None):
     lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    lua.write(LUA_PATHS.format(n=0, prefix="", suffix="", file=paths_file, headers=headers))
+    lua.write(LUA.format(file=paths_file, close='headers["Connection"] = "close"' if close else ""))
+    if count:
+        lua.write(LUA_COUNT)
     lua.close()
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
-         "-s", lua.name, f"http://127.0.0.1:{port}"],
+         "-s", lua.name] + (["--timeout", timeout] if timeout else []) + [url],
         capture_output=True, text=True).stdout
     os.unlink(lua.name)
     return parse_wrk(out)
+
+
+def tlsload(port, paths_file, duration, connections):
+    """R3: a full TLS handshake per request (bench/tlsload.py; wrk would resume sessions)."""
+    procs = 2
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "tlsload.py"), "--port", str(port),
+         "--paths", paths_file, "--duration", str(duration), "--processes", str(procs),
+         "--threads", str(max(1, connections // procs))],
+        capture_output=True, text=True)
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        sys.exit(f"bench: tlsload.py failed: {out.stderr}")
 
 
 def parse_wrk(out):
@@ -206,6 +299,10 @@ def parse_wrk(out):
             res["requests"] = int(t[0])
         elif "Non-2xx" in line:
             res["non2xx"] = int(t[-1])
+        elif line.startswith("STATUS "):
+            res["status"] = dict(kv.split("=") for kv in t[1:])
+        elif "Socket errors" in line:
+            res["sockerr"] = sum(int(x.strip(",")) for x in t[3::2])
         elif line.startswith("Transfer/sec:"):
             v = t[1]
             for u in ("GB", "MB", "KB", "B"):
@@ -216,6 +313,7 @@ def parse_wrk(out):
 
 
 def measure(proc, fn):
+    proc.reset_peak()
     c0 = proc.cpu()
     r = fn()
     c1 = proc.cpu()
@@ -224,84 +322,149 @@ def measure(proc, fn):
     return r
 
 
+def fetch(url, headers=None):
+    r = urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}))
+    return r.read(), r.headers
+
+
+def prepare_innovaphone(base, i):
+    """Bring device i to its steady state; return (autoprov path, steady bytes)."""
+    body, _ = fetch(f"{base}/update.php?{device_query(i)}")
+    check = None
+    for line in body.decode("latin-1").splitlines():
+        if line.startswith("mod cmd UP1 check ser "):
+            check = line.split()[-1]
+    q = device_query(i, check)
+    steady, _ = fetch(f"{base}/update.php?{q}")
+    again, _ = fetch(f"{base}/update.php?{q}")
+
+    # Stable apart from the snippet age in seconds ("# newest script (...) Ns old").
+    def strip_age(b):
+        return b"\n".join(x for x in b.split(b"\n") if not x.startswith(b"# newest script"))
+    assert strip_age(steady) == strip_age(again), "steady-state answer must be stable"
+    return f"/update.php?{q}", steady
+
+
+def prepare_yealink(base, i):
+    """First contact of Yealink phone i; return (path, User-Agent, bytes, ETag)."""
+    mac = yealink_mac(i)
+    ua = YEALINK_UA.format(mac=mac)
+    body, headers = fetch(f"{base}/{mac}.cfg", {"User-Agent": ua})
+    etag = headers.get("ETag")
+    assert etag, "vendor files must carry an ETag (R4)"
+    return f"/{mac}.cfg", ua, body, etag
+
+
+def nginx_etag(path):
+    st = os.stat(path)
+    return f'"{int(st.st_mtime):x}-{st.st_size:x}"'
+
+
+def write_lines(path, lines):
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def fmt_ms(v):
+    return "-" if v is None else str(v)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--devices", type=int, default=2000)
+    ap.add_argument("--duration", type=int, help="seconds per wrk run (default 10, quick 3)")
+    ap.add_argument("--devices", type=int, help="distinct devices per scenario (default 10000, quick 1000)")
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--scenarios", default="R1,R2,R5,R6")
+    ap.add_argument("--only", "--scenarios", dest="only", default="R1,R2,R3,R4,R5,R6,STORM",
+                    help="comma-separated subset of R1,R2,R3,R4,R5,R6,STORM")
+    ap.add_argument("--quick", action="store_true", help="short runs, fewer devices, a smaller storm")
+    ap.add_argument("--storm-devices", type=int, help="default 100000 (quick 20000)")
+    ap.add_argument("--storm-window", type=float, help="arrival window in s (default 60, quick 12)")
+    ap.add_argument("--storm-deadline", type=float, help="every device served by then (default 120, quick 24)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--binary", help="use this autoprov binary instead of building one")
     a = ap.parse_args()
-    scenarios = a.scenarios.split(",")
+    q = a.quick
+    a.duration = a.duration or (3 if q else 10)
+    a.devices = a.devices or (1000 if q else 10000)
+    a.storm_devices = a.storm_devices or (20000 if q else 100000)
+    a.storm_window = a.storm_window or (12 if q else 60)
+    a.storm_deadline = a.storm_deadline or (24 if q else 120)
+    scenarios = [x.strip().upper() for x in a.only.split(",") if x.strip()]
+    unknown = set(scenarios) - {"R1", "R2", "R3", "R4", "R5", "R6", "STORM"}
+    if unknown:
+        sys.exit(f"bench: unknown scenario(s) {', '.join(sorted(unknown))}")
     need("nginx", "nginx-light")
     need("wrk", "wrk")
+    need("openssl", "openssl")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by both servers
 
     binary = a.binary
     if not binary:
         print("bench: building autoprov (release)...", file=sys.stderr)
-        sh(["cargo", "build", "--release", "--quiet", "--bin", "autoprov"], cwd=ROOT)
+        sh(["cargo", "build", "--release", "--quiet", "-p", "autoprov"], cwd=ROOT)
         binary = os.path.join(ROOT, "target", "release", "autoprov")
 
     work = tempfile.mkdtemp(prefix="autoprov-bench-")
     os.chmod(work, 0o755)  # nginx workers run as an unprivileged user
     site = os.path.join(work, "site")
-    make_site(site)
+    make_site(site, a.devices)
+    os.chmod(os.path.join(site, "tls", "server.key"), 0o644)
     with open(os.path.join(site, "fw", "137640", "ip232.bin"), "wb") as f:
         f.write(os.urandom(1 << 20) * 50)  # 50 MiB
 
-    ap_port = free_port()
-    autoprov = Proc([binary, "serve", "--site", site, "--listen", f"127.0.0.1:{ap_port}"],
+    ap_port, ap_tls = free_port(), free_port()
+    autoprov = Proc([binary, "serve", "--site", site, "--listen", f"127.0.0.1:{ap_port}",
+                     "--https", f"127.0.0.1:{ap_tls}"],
                     env=dict(os.environ, AUTOPROV_LOG="warn"))
     wait_port(ap_port)
+    wait_port(ap_tls)
     base = f"http://127.0.0.1:{ap_port}"
 
     # Bring every device to its steady state and render the exact bytes it gets from then on.
     static = os.path.join(work, "static")
-    os.makedirs(os.path.join(static, "r"))
-    os.makedirs(os.path.join(static, "fw", "137640"))
+    for d in ("r", "y", os.path.join("fw", "137640")):
+        os.makedirs(os.path.join(static, d))
     os.link(os.path.join(site, "fw", "137640", "ip232.bin"), os.path.join(static, "fw", "137640", "ip232.bin"))
+    print(f"bench: preparing {a.devices} innovaphone and {a.devices} Yealink devices...", file=sys.stderr)
+    t_prep = time.time()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        inno = list(pool.map(lambda i: prepare_innovaphone(base, i), range(a.devices)))
+        yea = list(pool.map(lambda i: prepare_yealink(base, i), range(a.devices)))
+    print(f"bench: prepared in {time.time() - t_prep:.0f} s", file=sys.stderr)
     ap_paths, ng_paths = [], []
-    print(f"bench: preparing {a.devices} devices...", file=sys.stderr)
-    for i in range(a.devices):
-        body = urllib.request.urlopen(f"{base}/update.php?{device_query(i)}").read()
-        check = None
-        for line in body.decode("latin-1").splitlines():
-            if line.startswith("mod cmd UP1 check ser "):
-                check = line.split()[-1]
-        q = device_query(i, check)
-        steady = urllib.request.urlopen(f"{base}/update.php?{q}").read()
-        again = urllib.request.urlopen(f"{base}/update.php?{q}").read()
-        # Stable apart from the snippet age in seconds ("# newest script (...) Ns old").
-        def strip_age(b):
-            return b"\n".join(x for x in b.split(b"\n") if not x.startswith(b"# newest script"))
-        assert strip_age(steady) == strip_age(again), "steady-state answer must be stable"
+    for i, (path, body) in enumerate(inno):
         with open(os.path.join(static, "r", f"{sn(i)}.txt"), "wb") as f:
-            f.write(steady)
-        ap_paths.append(f"/update.php?{q}")
+            f.write(body)
+        ap_paths.append(path)
         ng_paths.append(f"/r/{sn(i)}.txt")
-    files = {}
-    for name, paths in (("ap", ap_paths), ("ng", ng_paths)):
-        files[name] = os.path.join(work, f"{name}.paths")
-        with open(files[name], "w") as f:
-            f.write("\n".join(paths) + "\n")
-    # First contact: never-seen serials.
-    fresh = os.path.join(work, "fresh.paths")
-    with open(fresh, "w") as f:
-        for i in range(a.devices, a.devices + 200000):
-            f.write(f"/update.php?type=IP232&sn={sn(i)}&hwid=IP232-x&ip=10.9.9.9\n")
-    one = os.path.join(work, "one.paths")
-    with open(one, "w") as f:
-        f.write(f"/r/{sn(0)}.txt\n")
-    fw_paths = os.path.join(work, "fw.paths")
-    with open(fw_paths, "w") as f:
-        f.write("/fw/137640/ip232.bin\n")
+    ap_cond, ng_cond = [], []
+    for i, (path, ua, body, etag) in enumerate(yea):
+        file = os.path.join(static, "y", f"{yealink_mac(i)}.cfg")
+        with open(file, "wb") as f:
+            f.write(body)
+        ap_cond.append(f"{path}\tUser-Agent: {ua}\tIf-None-Match: {etag}")
+        ng_cond.append(f"/y/{yealink_mac(i)}.cfg\tIf-None-Match: {nginx_etag(file)}")
+    files = {
+        "ap": write_lines(os.path.join(work, "ap.paths"), ap_paths),
+        "ng": write_lines(os.path.join(work, "ng.paths"), ng_paths),
+        "ap_cond": write_lines(os.path.join(work, "ap_cond.paths"), ap_cond),
+        "ng_cond": write_lines(os.path.join(work, "ng_cond.paths"), ng_cond),
+        # First contact: never-seen serials.
+        "fresh": write_lines(os.path.join(work, "fresh.paths"),
+                             [f"/update.php?type=IP232&sn={sn(i)}&hwid=IP232-x&ip=10.9.9.9"
+                              for i in range(a.devices, a.devices + 200000)]),
+        "fw": write_lines(os.path.join(work, "fw.paths"), ["/fw/137640/ip232.bin"]),
+    }
 
-    ng_port = free_port()
+    ng_port, ng_tls = free_port(), free_port()
     conf = os.path.join(work, "nginx.conf")
+    tls_log = os.path.join(work, "nginx-tls.log")
     with open(conf, "w") as f:
         f.write(f"""
 worker_processes 2;
+worker_rlimit_nofile 65536;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log;
 daemon off;
@@ -312,55 +475,138 @@ http {{
   tcp_nopush on;
   keepalive_requests 1000000;
   default_type text/plain;
+  log_format tls "$ssl_session_reused $ssl_protocol $ssl_cipher";
   server {{
     listen 127.0.0.1:{ng_port};
+    root {static};
+  }}
+  server {{
+    listen 127.0.0.1:{ng_tls} ssl;
+    ssl_certificate {site}/tls/server.crt;
+    ssl_certificate_key {site}/tls/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    access_log {tls_log} tls buffer=256k flush=1s;
     root {static};
   }}
 }}
 """)
     nginx = Proc(["nginx", "-c", conf, "-p", work])
     wait_port(ng_port)
+    wait_port(ng_tls)
+    # nginx's ETag must be what we computed (mtime-size), or R4 would measure 200s.
+    _, h = fetch(f"http://127.0.0.1:{ng_port}/y/{yealink_mac(0)}.cfg")
+    assert h.get("ETag") == nginx_etag(os.path.join(static, "y", f"{yealink_mac(0)}.cfg")), h.get("ETag")
 
-    results = {}
+    apu, ngu = f"http://127.0.0.1:{ap_port}", f"http://127.0.0.1:{ng_port}"
+    apt, ngt = f"https://127.0.0.1:{ap_tls}", f"https://127.0.0.1:{ng_tls}"
+    c, d = a.connections, a.duration
+    results, notes, storm = {}, [], None
     try:
         for sc in scenarios:
+            print(f"bench: {sc}...", file=sys.stderr)
             if sc == "R1":
-                results[sc] = (measure(autoprov, lambda: wrk(ap_port, files["ap"], a.duration, a.connections)),
-                               measure(nginx, lambda: wrk(ng_port, files["ng"], a.duration, a.connections)))
+                results[sc] = (measure(autoprov, lambda: wrk(apu, files["ap"], d, c)),
+                               measure(nginx, lambda: wrk(ngu, files["ng"], d, c)))
             elif sc == "R2":
-                results[sc] = (measure(autoprov, lambda: wrk(ap_port, files["ap"], a.duration, a.connections, close=True)),
-                               measure(nginx, lambda: wrk(ng_port, files["ng"], a.duration, a.connections, close=True)))
+                results[sc] = (measure(autoprov, lambda: wrk(apu, files["ap"], d, c, close=True)),
+                               measure(nginx, lambda: wrk(ngu, files["ng"], d, c, close=True)))
+            elif sc == "R3":
+                results[sc] = (measure(autoprov, lambda: tlsload(ap_tls, files["ap"], d, c)),
+                               measure(nginx, lambda: tlsload(ng_tls, files["ng"], d, c)))
+                time.sleep(1.5)  # nginx flushes its log buffer
+                fresh_hs = reused = 0
+                protos = {}
+                try:
+                    for line in open(tls_log):
+                        t = line.split()
+                        if t and t[0] == "r":
+                            reused += 1
+                        else:
+                            fresh_hs += 1
+                        if len(t) > 2:
+                            protos[f"{t[1]} {t[2]}"] = protos.get(f"{t[1]} {t[2]}", 0) + 1
+                except OSError:
+                    pass
+                notes.append(f"R3: nginx logged {fresh_hs} full handshakes and {reused} resumed sessions "
+                             f"({', '.join(f'{k}: {v}' for k, v in protos.items())}); bench/tlsload.py makes a new "
+                             f"connection and session for every request to both servers")
+            elif sc == "R4":
+                results[sc] = (measure(autoprov, lambda: wrk(apu, files["ap_cond"], d, c, count=True)),
+                               measure(nginx, lambda: wrk(ngu, files["ng_cond"], d, c, count=True)))
+                notes.append(f"R4: statuses autoprov {results[sc][0].get('status')}, "
+                             f"nginx {results[sc][1].get('status')}")
             elif sc == "R5":
-                results[sc] = (measure(autoprov, lambda: wrk(ap_port, fresh, a.duration, a.connections)),
-                               measure(nginx, lambda: wrk(ng_port, one, a.duration, a.connections)))
+                results[sc] = (measure(autoprov, lambda: wrk(apu, files["fresh"], d, c)),
+                               measure(nginx, lambda: wrk(ngu, files["ng"], d, c)))
             elif sc == "R6":
-                d = max(a.duration, 10)
-                results[sc] = (measure(autoprov, lambda: wrk(ap_port, fw_paths, d, 200)),
-                               measure(nginx, lambda: wrk(ng_port, fw_paths, d, 200)))
-            else:
-                print(f"bench: {sc}: n/a (not implemented yet)", file=sys.stderr)
+                dd = max(d, 10)
+                # 200 x 50 MiB take longer than wrk's default 2 s timeout
+                results[sc] = (measure(autoprov, lambda: wrk(apu, files["fw"], dd, 200, timeout="120s")),
+                               measure(nginx, lambda: wrk(ngu, files["fw"], dd, 200, timeout="120s")))
+            elif sc == "STORM":
+                autoprov.reset_peak()
+                c0 = autoprov.cpu()
+                out = subprocess.run(
+                    [sys.executable, os.path.join(ROOT, "bench", "storm.py"), "--port", str(ap_port),
+                     "--devices", str(a.storm_devices), "--window", str(a.storm_window),
+                     "--deadline", str(a.storm_deadline)],
+                    capture_output=True, text=True)
+                try:
+                    storm = json.loads(out.stdout)
+                except ValueError:
+                    sys.exit(f"bench: storm.py failed: {out.stderr}")
+                storm["cpu_us_per_req"] = (autoprov.cpu() - c0) * 1e6 / max(storm["requests"], 1)
+                storm["peak_mib"] = autoprov.peak_kib() / 1024
     finally:
         autoprov.stop()
         nginx.stop()
 
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
     print(f"\nautoprov vs nginx — {time.strftime('%Y-%m-%d')} on {os.uname().nodename}, "
-          f"{os.cpu_count()} cores, {a.devices} devices, {a.duration}s per run\n")
-    hdr = f"{'scenario':<9}{'req/s ratio':>12}{'autoprov req/s':>16}{'nginx req/s':>13}" \
+          f"{os.cpu_count()} cores ({cpu}), {a.devices} devices, {a.duration}s per run, "
+          f"{a.connections} connections\n")
+    hdr = f"{'scenario':<9}{'ratio':>7}{'autoprov':>10}{'nginx':>10}" \
           f"{'cpu us/req a|n':>17}{'p50 a|n':>18}{'p99 a|n':>18}{'peak MiB a|n':>15}{'errors a|n':>12}"
     print(hdr)
     print("-" * len(hdr))
-    print("(R6 compares MiB/s, not requests/s)")
     for sc, (ra, rn) in results.items():
         key = "mbps" if sc == "R6" else "rps"  # firmware: bytes per second
         ratio = ra[key] / rn[key] if rn[key] else 0
-        print(f"{sc:<9}{ratio:>11.2f}x{ra[key]:>16.0f}{rn[key]:>13.0f}"
+        err_a = ra["non2xx"] + ra.get("sockerr", 0)
+        err_n = rn["non2xx"] + rn.get("sockerr", 0)
+        print(f"{sc:<9}{ratio:>6.2f}x{ra[key]:>10.0f}{rn[key]:>10.0f}"
               f"{ra['cpu_us_per_req']:>8.1f}|{rn['cpu_us_per_req']:<8.1f}"
               f"{str(ra['p50']):>9}|{str(rn['p50']):<8}{str(ra['p99']):>9}|{str(rn['p99']):<8}"
-              f"{ra['peak_mib']:>7.1f}|{rn['peak_mib']:<7.1f}{ra['non2xx']:>6}|{rn['non2xx']:<5}")
+              f"{ra['peak_mib']:>7.1f}|{rn['peak_mib']:<7.1f}{err_a:>6}|{err_n:<5}")
+    if "R6" in results:
+        print("(R6: MiB/s, not requests/s)")
+    for n in notes:
+        print(n)
+    if storm:
+        ok = storm["served"] == storm["devices"] and storm["done_max_s"] is not None \
+            and storm["done_max_s"] <= storm["deadline_s"]
+        print(f"\nSTORM: {storm['devices']} new devices arriving within {storm['window_s']:.0f} s "
+              f"(arrivals took {storm['arrivals_took_s']} s), autoprov only, new connection each:")
+        print(f"  served {storm['served']}, unserved at {storm['deadline_s']:.0f} s {storm['unserved']}, "
+              f"failed {storm['failed']}, connection errors {storm['conn_errors']}; "
+              f"every device served within {storm['deadline_s']:.0f} s: {'yes' if ok else 'NO'}")
+        print(f"  answers {storm['statuses']} ({storm['non200']} non-200); request p50/p99 "
+              f"{fmt_ms(storm['req_p50_ms'])}/{fmt_ms(storm['req_p99_ms'])} ms; device done after "
+              f"p50/p99/max {storm['done_p50_s']}/{storm['done_p99_s']}/{storm['done_max_s']} s; "
+              f"cpu {storm['cpu_us_per_req']:.0f} us/req; peak {storm['peak_mib']:.1f} MiB")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({k: [{kk: vv for kk, vv in r.items() if kk != "raw"} for r in v]
-                       for k, v in results.items()}, f, indent=2)
+            out = {k: [{kk: vv for kk, vv in r.items() if kk != "raw"} for r in v] for k, v in results.items()}
+            if storm:
+                out["STORM"] = storm
+            json.dump(out, f, indent=2)
     shutil.rmtree(work, ignore_errors=True)
 
 

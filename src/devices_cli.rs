@@ -1,11 +1,13 @@
 //! `autoprov devices list|show|forget`, `autoprov backups list|get|diff` and
 //! `autoprov admin passwd|token`: the device inventory from the command line, over the same
-//! service layer as the web UI and the REST API (`autoprov_server::admin::service`).
+//! service layer as the web UI and the REST API (`autoprov_server::admin::service`); `devices
+//! list` builds an inventory index (`autoprov_core::inventory`) from the stored devices and
+//! queries it, as the server does with its long-lived one.
 //! `autoprov devices --site DIR [--json]` (no subcommand) is `devices list`.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 
 use autoprov_core::Site;
@@ -83,12 +85,7 @@ type Loader = fn(&Path) -> Result<Site>;
 
 async fn open(dir: &Path, load: Loader) -> Result<(Site, autoprov_store::Store)> {
     let site = load(dir)?;
-    let db = site
-        .path(&site.config.server.database)
-        .context("[server] database must be a relative path inside the site")?;
-    let store = autoprov_store::Store::open(&db)
-        .await
-        .with_context(|| format!("cannot open the device database {}", db.display()))?;
+    let store = crate::open_store(&site).await?;
     Ok((site, store))
 }
 
@@ -119,21 +116,41 @@ pub async fn devices(dir: &Path, json: bool, cmd: Option<DevicesCmd>, load: Load
             };
             let page = service::list_devices(&site, &store, &q, now()).await?;
             if json {
-                // Full device states, as before the service layer existed.
+                // Full device states, as before the service layer existed, plus the query
+                // `show` values as `show: [{title, value}]`.
                 let mut states = Vec::new();
                 for r in &page.devices {
                     if let Some(s) = store.load(&r.sn).await? {
-                        states.push(s);
+                        states.push(with_show(s, &r.show)?);
                     }
                 }
                 println!("{}", serde_json::to_string_pretty(&states)?);
                 return Ok(());
             }
             let t = now();
-            println!(
-                "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} STATUS",
-                "SN", "TYPE", "PHASE", "ENVIRONMENTS", "LAST SEEN", "FIRMWARE"
+            // The query `show` columns (seed 003) after STATUS, each as wide as its widest cell.
+            let widths: Vec<usize> = page
+                .show_titles
+                .iter()
+                .enumerate()
+                .map(|(i, title)| {
+                    page.devices
+                        .iter()
+                        .filter_map(|d| d.show.get(i))
+                        .map(|v| v.value.chars().count().max(1))
+                        .chain([title.chars().count()])
+                        .max()
+                        .unwrap_or(1)
+                })
+                .collect();
+            let mut header = format!(
+                "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} {:<7}",
+                "SN", "TYPE", "PHASE", "ENVIRONMENTS", "LAST SEEN", "FIRMWARE", "STATUS"
             );
+            for (title, w) in page.show_titles.iter().zip(&widths) {
+                header.push_str(&format!("  {:<w$}", title.to_uppercase(), w = *w));
+            }
+            println!("{}", header.trim_end());
             let dash = |s: &str| {
                 if s.is_empty() {
                     "-".to_string()
@@ -142,8 +159,8 @@ pub async fn devices(dir: &Path, json: bool, cmd: Option<DevicesCmd>, load: Load
                 }
             };
             for d in &page.devices {
-                println!(
-                    "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} {}",
+                let mut line = format!(
+                    "{:<20} {:<10} {:<14} {:<16} {:<12} {:<10} {:<7}",
                     d.sn,
                     dash(&d.model),
                     dash(&d.phase),
@@ -152,12 +169,17 @@ pub async fn devices(dir: &Path, json: bool, cmd: Option<DevicesCmd>, load: Load
                     dash(&d.firmware),
                     if d.missing { "missing" } else { "present" }
                 );
+                for (v, w) in d.show.iter().zip(&widths) {
+                    line.push_str(&format!("  {:<w$}", dash(&v.value), w = *w));
+                }
+                println!("{}", line.trim_end());
             }
             println!("{} device(s)", page.total);
         }
         DevicesCmd::Show { sn } => {
             let d = service::show_device(&store, &sn).await?;
-            println!("{}", serde_json::to_string_pretty(&d)?);
+            let show = service::show_values(&site, &d);
+            println!("{}", serde_json::to_string_pretty(&with_show(d, &show)?)?);
         }
         DevicesCmd::Forget { sn } => {
             service::forget_device(&store, &sn).await?;
@@ -169,6 +191,21 @@ pub async fn devices(dir: &Path, json: bool, cmd: Option<DevicesCmd>, load: Load
         }
     }
     Ok(())
+}
+
+/// A device state as JSON with the query `show` values added as `show: [{title, value}]`
+/// (only when the site defines show columns, so the output is unchanged otherwise).
+fn with_show(
+    d: autoprov_core::DeviceState,
+    show: &[service::ShowValue],
+) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(&d)?;
+    if !show.is_empty() {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("show".into(), serde_json::to_value(show)?);
+        }
+    }
+    Ok(v)
 }
 
 pub async fn backups(cmd: BackupsCmd, load: Loader) -> Result<()> {

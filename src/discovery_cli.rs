@@ -77,12 +77,7 @@ enum FormatArg {
 
 pub async fn notify(a: NotifyArgs, load_site: impl Fn(&Path) -> Result<Site>) -> Result<()> {
     let site = load_site(&a.site)?;
-    let db = site
-        .path(&site.config.server.database)
-        .context("[server] database must be a relative path inside the site")?;
-    let store = autoprov_store::Store::open(&db)
-        .await
-        .with_context(|| format!("cannot open the device database {}", db.display()))?;
+    let store = crate::open_store(&site).await?;
     let brand = match &a.brand {
         Some(b) => Some(Brand::from_id(b).with_context(|| {
             let ids: Vec<&str> = Brand::ALL.iter().map(|b| b.id()).collect();

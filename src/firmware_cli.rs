@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use autoprov_core::firmware::{AddPlan, FirmwareCatalog, ProgressState, MANIFEST_FILE};
-use autoprov_core::validate::{check_firmware_images, validate_manifest};
-use autoprov_core::SiteConfig;
+use autoprov_core::firmware::{AddPlan, ProgressState};
 use autoprov_server::catalog::{self, AddRequest, Firmware};
 
 #[derive(Subcommand)]
@@ -213,36 +211,4 @@ fn dash(s: &str) -> &str {
     } else {
         s
     }
-}
-
-/// The catalogue part of `autoprov check`: the manifest's own diagnostics, and warnings for
-/// targets whose version is not in the catalogue. Prints them; returns the number of errors.
-pub fn check(site_dir: &Path, config_file: &str, config_text: &str, config: &SiteConfig) -> usize {
-    let Some(dir) = autoprov_core::site::safe_join(site_dir, &config.firmware.dir) else {
-        return 0; // already reported by the configuration check
-    };
-    let path = dir.join(MANIFEST_FILE);
-    let manifest = match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let (m, diags) = validate_manifest(&path.display().to_string(), &text);
-            for d in &diags {
-                println!("{d}");
-            }
-            let errors = diags.iter().filter(|d| d.is_error()).count();
-            match m {
-                Some(m) if errors == 0 => m,
-                _ => return errors.max(1),
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-        Err(e) => {
-            println!("{}: error: cannot read: {e}", path.display());
-            return 1;
-        }
-    };
-    let catalog = FirmwareCatalog::new(manifest, &config.firmware.targets);
-    for d in check_firmware_images(config_file, config_text, config, &catalog) {
-        println!("{d}");
-    }
-    0
 }

@@ -26,9 +26,21 @@ use autoprov_core::site::{Site, CONFIG_FILE};
     about = "Provisioning server for IP phones and gateways"
 )]
 struct Cli {
+    /// The device database, overriding `[server] database` of the site: an SQLite file path or
+    /// a postgres://user:password@host:port/database URL (several replicas may share one).
+    #[arg(
+        long,
+        global = true,
+        env = "AUTOPROV_DATABASE",
+        value_name = "FILE|URL"
+    )]
+    database: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
+
+/// `--database` as given on the command line (set once in `main`).
+static DATABASE_OVERRIDE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -170,6 +182,7 @@ struct SimulateArgs {
 fn main() {
     let cli = Cli::parse();
     init_logging();
+    let _ = DATABASE_OVERRIDE.set(cli.database.clone());
     let result = match cli.cmd {
         Cmd::Serve(a) => runtime().and_then(|rt| rt.block_on(serve(a))),
         Cmd::Check { site } => check(&site),
@@ -222,13 +235,45 @@ fn load_site(dir: &Path) -> Result<Site> {
     })
 }
 
-async fn open_store(site: &Site) -> Result<autoprov_store::Store> {
-    let db = site
-        .path(&site.config.server.database)
-        .context("[server] database must be a relative path inside the site")?;
-    autoprov_store::Store::open(&db)
+/// Open the site's device database for a one-shot command (every save written at once).
+pub(crate) async fn open_store(site: &Site) -> Result<autoprov_store::Store> {
+    open_store_with(site, false).await
+}
+
+/// Open the site's device database: `--database` if given, else `[server] database` (a
+/// postgres:// URL, or an SQLite file inside the site). Every command goes through here;
+/// `serving` turns on the write-behind of `[server] state_batch_ms` (the server flushes it
+/// when it stops; one-shot commands must not queue).
+async fn open_store_with(site: &Site, serving: bool) -> Result<autoprov_store::Store> {
+    let configured = DATABASE_OVERRIDE
+        .get()
+        .and_then(|o| o.clone())
+        .unwrap_or_else(|| site.config.server.database.clone());
+    let given = DATABASE_OVERRIDE.get().is_some_and(|o| o.is_some());
+    // A URL, or a path given on the command line, is taken as it is.
+    let location = if given || autoprov_store::is_postgres_url(&configured) {
+        configured
+    } else {
+        site.path(&configured)
+            .context(
+                "[server] database must be a relative path inside the site or a postgres:// URL",
+            )?
+            .display()
+            .to_string()
+    };
+    let batch = site.config.server.state_batch_ms;
+    let options = autoprov_store::StoreOptions {
+        write_behind: (serving && batch > 0).then(|| std::time::Duration::from_millis(batch)),
+        ..Default::default()
+    };
+    autoprov_store::Store::connect_with(&location, &options)
         .await
-        .with_context(|| format!("cannot open the device database {}", db.display()))
+        .with_context(|| {
+            format!(
+                "cannot open the device database {}",
+                autoprov_store::redact_url(&location)
+            )
+        })
 }
 
 async fn serve(a: ServeArgs) -> Result<()> {
@@ -250,7 +295,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
     autoprov_server::catalog::catalog_dir(&site)
         .and_then(|dir| autoprov_server::catalog::read_manifest(&dir))
         .context("the firmware catalogue cannot be loaded (run `autoprov check`)")?;
-    let store = open_store(&site).await?;
+    let store = open_store_with(&site, true).await?;
     match autoprov_server::admin::auth::ensure_admin(&store).await {
         Ok(Some(pw)) => println!(
             "autoprov: created operator 'admin' for the web UI (/admin) with password: {pw}"
@@ -258,7 +303,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         Ok(None) => {}
         Err(e) => bail!("cannot create the first operator account: {e}"),
     }
-    let state = autoprov_server::AppState::new(site, store);
+    let state = autoprov_server::AppState::new(site, store.clone());
     let bound = autoprov_server::bind_listeners(&specs).await?;
     for (addr, kind) in bound.listeners() {
         let host = if addr.ip().is_unspecified() {
@@ -276,9 +321,42 @@ async fn serve(a: ServeArgs) -> Result<()> {
         println!("autoprov: innovaphone devices: set the update URL to {scheme}://{host}/update.php?type=#t&sn=#m&hwid=#h&ip=#i");
     }
     let side = discovery_cli::start_side_channels(&state, &bound.listeners()).await?;
-    bound.run(state, shutdown_signal()).await?;
+    reload_on_sighup(state.clone());
+    let result = bound.run(state, shutdown_signal()).await;
     side.stop().await;
+    // Write what the write-behind queue still holds before the process ends.
+    store.close().await;
+    result?;
     Ok(())
+}
+
+/// `kill -HUP`: reload the site like the web UI's "Reload site" (logged and audited).
+fn reload_on_sighup(state: autoprov_server::AppState) {
+    // Registered before serving starts: a SIGHUP never falls back to "terminate".
+    #[cfg(unix)]
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let r = state.reload_site().await;
+            match &r {
+                Ok(rep) => {
+                    eprintln!("autoprov: SIGHUP: site reloaded");
+                    for l in &rep.restart_needed {
+                        eprintln!("autoprov: {l}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("autoprov: SIGHUP: reload refused, the running site stays:\n{e}")
+                }
+            }
+            autoprov_server::admin::site_view::audit_reload(&state, "-", "sighup", &r).await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 /// The address this host would use towards other hosts (no packet is sent).
@@ -312,97 +390,16 @@ async fn shutdown_signal() {
 
 fn check(dir: &Path) -> Result<()> {
     let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let (config, diags) =
-        autoprov_core::validate::validate_text(&path.display().to_string(), &text);
-    for d in &diags {
-        println!("{d}");
+    std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let c = autoprov_server::reload::check(dir);
+    for l in &c.lines {
+        println!("{l}");
     }
-    let mut errors = diags.iter().filter(|d| d.is_error()).count();
-    if let Some(config) = config {
-        errors += firmware_cli::check(dir, &path.display().to_string(), &text, &config);
-        errors += check_vendor_templates(dir);
-        let scripts = autoprov_core::site::safe_join(dir, &config.times.dir);
-        match scripts {
-            Some(s) if !s.is_dir() => {
-                println!(
-                    "{}: warning: snippet directory {} does not exist; devices will get no snippets",
-                    path.display(),
-                    s.display()
-                );
-            }
-            _ => {}
-        }
-    }
-    if errors > 0 {
-        bail!("{} has {errors} error(s)", path.display());
+    if c.errors > 0 {
+        bail!("{} has {} error(s)", path.display(), c.errors);
     }
     println!("{}: ok", path.display());
     Ok(())
-}
-
-/// Check the site's vendor templates (`templates/<vendor>/<name>`): syntax errors are errors
-/// (`file:line:1: error: ...`); a folder or file the server never reads is a warning.
-/// Returns the number of errors.
-fn check_vendor_templates(site: &Path) -> usize {
-    use autoprov_core::vendors::{by_id, templates};
-    let root = site.join("templates");
-    let Ok(dirs) = std::fs::read_dir(&root) else {
-        return 0;
-    };
-    let mut errors = 0;
-    let mut entries: Vec<_> = dirs.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for vdir in entries.iter().filter(|p| p.is_dir()) {
-        let vendor = vdir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        if by_id(&vendor).is_none() {
-            println!(
-                "{}: warning: no vendor '{vendor}'; vendor template folders are {}",
-                vdir.display(),
-                autoprov_core::vendors::registry()
-                    .iter()
-                    .map(|v| v.id())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            continue;
-        }
-        let Ok(files) = std::fs::read_dir(vdir) else {
-            continue;
-        };
-        let mut files: Vec<_> = files.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files.iter().filter(|p| p.is_file()) {
-            let name = f
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string();
-            let shown = f.display().to_string();
-            if templates::shipped(&vendor, &name).is_none() {
-                println!("{shown}: warning: not a {vendor} template name; it is never used");
-                continue;
-            }
-            match std::fs::read_to_string(f) {
-                Err(e) => {
-                    errors += 1;
-                    println!("{shown}: error: cannot read it as UTF-8 text: {e}");
-                }
-                Ok(src) => {
-                    if let Err(e) = templates::check_syntax(&shown, &name, &src) {
-                        errors += 1;
-                        println!("{}:{}:1: error: {}", e.file, e.line.unwrap_or(1), e.message);
-                    }
-                }
-            }
-        }
-    }
-    errors
 }
 
 fn import(php_dir: &Path, site_dir: &Path) -> Result<()> {

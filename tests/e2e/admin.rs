@@ -399,7 +399,46 @@ async fn pages_filter_device_diff_preview_overview_site() {
 }
 
 /// Make a device's CSR (DER) with openssl, as the device would have uploaded it.
-fn write_csr(site: &Path, sn: &str) {
+/// The site page's "Reload site" button: applies a changed `autoprov.toml`, shows a broken
+/// one's error with file:line:column and keeps the running site; CSRF like every form.
+#[tokio::test]
+async fn site_page_reload_button() {
+    let app = fleet().await;
+    let mut b = Browser::new(&app);
+    b.login(PASSWORD).await;
+    let (_, page) = b.get("/admin/site").await;
+    assert!(page.contains("id=\"reload\""), "{page}");
+    let csrf = hidden(&page, "csrf");
+    let toml = site_toml().replace("id = \"staging\"", "id = \"prestage\"");
+    std::fs::write(app.site().join("autoprov.toml"), &toml).unwrap();
+    // Without the CSRF token: refused, nothing reloaded.
+    let r = b.post("/admin/site/reload", &[("csrf", "wrong")]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (_, page) = b.get("/admin/site").await;
+    assert!(!page.contains("prestage"), "{page}");
+    let r = b.post("/admin/site/reload", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Site reloaded."), "{page}");
+    assert!(page.contains("<td>prestage</td>"), "{page}");
+    std::fs::write(
+        app.site().join("autoprov.toml"),
+        format!("{toml}\n[times]\ngrace = -5\n"),
+    )
+    .unwrap();
+    let r = b.post("/admin/site/reload", &[("csrf", &csrf)]).await;
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Reload refused"), "{page}");
+    assert!(page.contains("autoprov.toml:"), "{page}");
+    assert!(page.contains("<td>prestage</td>"), "{page}");
+    let (_, audit) = b.get("/admin/audit").await;
+    assert!(
+        audit.contains("reload-site-failed") && audit.contains("ui: ok"),
+        "{audit}"
+    );
+}
+
+pub(crate) fn write_csr(site: &Path, sn: &str) {
     std::fs::create_dir_all(site.join("certs")).unwrap();
     let out = Command::new("openssl")
         .args(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout"])
@@ -429,6 +468,7 @@ fn signed_cert(site: &Path, sn: &str) -> String {
             .args(&args)
             .arg("--site")
             .arg(site)
+            .envs(crate::helpers::cli_env(site))
             .output()
             .unwrap();
         assert!(
@@ -708,12 +748,15 @@ async fn cookie_sessions_need_the_csrf_header_for_api_changes() {
 #[tokio::test]
 async fn cli_devices_list_show_forget_and_backups() {
     let app = fleet().await;
+    // The CLI is another process: it reads what the server has written, not its queue.
+    app.store.flush().await.unwrap();
     let site = app.site();
     let run = |args: &[&str]| {
         let out = autoprov()
             .args(args)
             .arg("--site")
             .arg(&site)
+            .envs(crate::helpers::cli_env(&site))
             .output()
             .unwrap();
         assert!(
@@ -786,6 +829,190 @@ async fn first_run_creates_an_operator_only_once() {
         assert!(auth::verify_password(&pw, &u.hash));
     }
     assert_eq!(auth::ensure_admin(&store).await.unwrap(), None);
+}
+
+/// Seed 003's `show` tags: the media and registration queries with their concat() columns.
+const SHOW_QUERIES: &str = r#"
+[[queries.query]]
+id = "media"
+title = "Media"
+cmd = "mod cmd MEDIA xml-info"
+applies = [{ value = "*" }]
+show = [
+  { title = "NAT", xpath = "concat(/state/queries/media/info/nat/@result, ' (', /state/queries/media/info/nat/@public-addr, ')')" },
+  { title = "Server", xpath = "concat('STUN: ', /state/queries/media/info/@stun, ' TURN: ', /state/queries/media/info/@turn, ' (', /state/queries/media/info/@turn-user, ')')" },
+]
+
+[[queries.query]]
+id = "registration"
+title = "Registration"
+cmd = "mod cmd PHONE/USER phone-regs /cmd phone-regs"
+applies = [{ value = "*" }]
+[[queries.query.show]]
+title = "State: User/Number"
+xpath = """concat(/state/queries/registration/info/reg[@id = "0"]/@state, ': ' , /state/queries/registration/info/reg[@id = "0"]/@h323, '/', /state/queries/registration/info/reg[@id = "0"]/@e164)"""
+"#;
+
+#[tokio::test]
+async fn query_show_columns_in_list_page_api_and_cli() {
+    let toml = format!("{}{SHOW_QUERIES}", site_toml());
+    let app = TestApp::spawn(&toml, crate::helpers::scenario_a_scripts).await;
+    auth::set_password(&app.store, "admin", PASSWORD)
+        .await
+        .unwrap();
+    let (sn, other) = ("00-90-33-32-00-0a", "00-90-33-32-00-0b");
+    for sn in [sn, other] {
+        let hwid = format!("IP232-{}", &sn[9..]);
+        let (s, _) = app
+            .get(&format!(
+                "/update.php?type=IP232&sn={sn}&hwid={hwid}&ip=172.16.1.9"
+            ))
+            .await;
+        assert_eq!(s, 200);
+    }
+    // The device uploads its query results as the update script tells it (mode=query).
+    let (s, r) = app
+        .put(
+            &format!("/update.php?mode=query&sn={sn}&id=media"),
+            "<info stun=\"stun.example.com\" \
+             turn=\"turn.example.com\" turn-user=\"alice\"><nat result=\"Full Cone\" \
+             public-addr=\"203.0.113.7:5060\"/></info>",
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r.contains("# queries media for"), "{r}");
+    let (s, r) = app
+        .put(
+            &format!("/update.php?mode=query&sn={sn}&id=registration"),
+            "<info><reg id=\"1\" state=\"Down\" h323=\"x\" e164=\"9\"/>\
+             <reg id=\"0\" state=\"Up\" h323=\"Front &amp; desk\" e164=\"201\"/></info>",
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let nat = "Full Cone (203.0.113.7:5060)";
+    let server = "STUN: stun.example.com TURN: turn.example.com (alice)";
+
+    // HTML: the titles head extra columns, the values fill them (escaped).
+    let mut b = Browser::new(&app);
+    b.login(PASSWORD).await;
+    let (st, page) = b.get("/admin/devices").await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(page.contains("<th class=\"show\">NAT</th>"), "{page}");
+    assert!(
+        page.contains("<th class=\"show\">State: User/Number</th>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<td class=\"show\">{nat}</td>")),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td class=\"show\">Up: Front &amp; desk/201</td>"),
+        "{page}"
+    );
+    // The device without results gets the concat() of empty strings.
+    assert!(page.contains("<td class=\"show\"> ()</td>"), "{page}");
+    let (_, dev) = b.get(&format!("/admin/devices/{sn}")).await;
+    assert!(
+        dev.contains(&format!("<tr><th>NAT</th><td>{nat}</td></tr>")),
+        "{dev}"
+    );
+    // The filter keeps its fields: show values are not searched.
+    let (_, none) = b.get("/admin/devices?filter=alice").await;
+    assert!(none.contains("0 device(s)"), "{none}");
+
+    // API: `show` per row, titles on the page, and in the device summary.
+    let token = auth::create_token(&app.store, "admin", "t").await.unwrap();
+    let api = |p: &str| {
+        reqwest::Client::new()
+            .get(app.url(p))
+            .bearer_auth(&token)
+            .send()
+    };
+    let v: serde_json::Value = api("/api/v1/devices").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        v["show_titles"],
+        serde_json::json!(["NAT", "Server", "State: User/Number"])
+    );
+    let row = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["sn"] == sn)
+        .unwrap();
+    assert_eq!(
+        row["show"][0],
+        serde_json::json!({"title": "NAT", "value": nat})
+    );
+    assert_eq!(row["show"][1]["value"], server);
+    assert_eq!(row["show"][2]["value"], "Up: Front & desk/201");
+    let d: serde_json::Value = api(&format!("/api/v1/devices/{sn}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["summary"]["show"][0]["value"], nat);
+    let doc: serde_json::Value = api("/api/v1/openapi.json")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["components"]["schemas"]["DeviceRow"]["properties"]["show"].is_object(),
+        "{doc}"
+    );
+
+    // CLI: extra columns in the list, `show` in the JSON.
+    app.store.flush().await.unwrap();
+    let run = |args: &[&str]| {
+        let out = autoprov()
+            .args(args)
+            .arg("--site")
+            .arg(app.site())
+            .envs(crate::helpers::cli_env(app.site()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = run(&["devices", "list"]);
+    assert!(
+        list.contains("NAT") && list.contains(nat) && list.contains(server),
+        "{list}"
+    );
+    let show: serde_json::Value = serde_json::from_str(&run(&["devices", "show", sn])).unwrap();
+    assert_eq!(show["show"][0]["value"], nat);
+    assert_eq!(show["sn"], sn);
+
+    // `autoprov check`: an expression that does not compile, with its position.
+    let bad = toml.replace("@e164)\"\"\"", "@e164\"\"\"");
+    assert_ne!(bad, toml);
+    std::fs::write(app.site().join("autoprov.toml"), &bad).unwrap();
+    let out = autoprov()
+        .args(["check", "--site"])
+        .arg(app.site())
+        .envs(crate::helpers::cli_env(app.site()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = bad
+        .lines()
+        .position(|l| l.starts_with("xpath = \"\"\"concat(/state/queries/registration"))
+        .unwrap()
+        + 1;
+    assert!(
+        text.contains(&format!(
+            "autoprov.toml:{line}:9: error: query 'registration' show 'State: User/Number'"
+        )),
+        "{text}"
+    );
 }
 
 /// The acceptance walk in headless Chromium, driven over WebDriver (chromedriver) with plain

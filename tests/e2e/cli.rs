@@ -169,9 +169,12 @@ async fn devices_lists_the_inventory_with_missing_flag() {
         .as_secs() as i64
         - 7200;
     app.store.save(&old).await.unwrap();
+    // The CLI is another process: it reads what the server has written, not its queue.
+    app.store.flush().await.unwrap();
     let out = autoprov()
         .args(["devices", "--site"])
         .arg(app.site())
+        .envs(crate::helpers::cli_env(app.site()))
         .output()
         .unwrap();
     assert!(

@@ -431,6 +431,7 @@ async fn a_phone_that_keeps_fetching_the_same_image_is_flagged() {
     let out = Command::new(env!("CARGO_BIN_EXE_autoprov"))
         .args(["firmware", "status", "--site"])
         .arg(app.site())
+        .envs(crate::helpers::cli_env(app.site()))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -535,6 +536,7 @@ fn firmware_add_and_check_from_the_command_line() {
             .args(args)
             .arg("--site")
             .arg(site)
+            .envs(crate::helpers::cli_env(site))
             .output()
             .unwrap();
         (

@@ -1,5 +1,7 @@
-//! Test harness: a real server on 127.0.0.1:0 with a fresh site directory and a fresh SQLite
-//! database per test, and a simulated innovaphone device that follows the scripts it gets.
+//! Test harness: a real server on 127.0.0.1:0 with a fresh site directory and a fresh database
+//! per test (an SQLite file in the site, or a new PostgreSQL database when the test command
+//! exported `AUTOPROV_TEST_POSTGRES`), and a simulated innovaphone device that follows the
+//! scripts it gets.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,8 +14,45 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub store: Store,
+    /// Where the store lives (file path or PostgreSQL URL), kept across [`TestApp::restart`].
+    pub db: String,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Which database each running test site uses (only PostgreSQL ones are recorded).
+static SITE_DBS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Environment for an `autoprov` subprocess working on the site at `site`: names the test's
+/// PostgreSQL database (`AUTOPROV_DATABASE`) when the site's server uses one, else nothing (the
+/// command finds the site's SQLite file itself).
+pub fn cli_env(site: impl AsRef<Path>) -> Vec<(&'static str, String)> {
+    let site = site.as_ref();
+    let dbs = SITE_DBS.lock().unwrap_or_else(|p| p.into_inner());
+    dbs.iter()
+        .rev()
+        .find(|(dir, _)| dir == site)
+        .map(|(_, db)| vec![("AUTOPROV_DATABASE", db.clone())])
+        .unwrap_or_default()
+}
+
+/// A fresh database location for the site in `dir`: a new PostgreSQL database when the test
+/// command started one, else the site's SQLite file.
+pub async fn test_db_location(dir: &Path, site: &Site) -> String {
+    autoprov_store::testing::test_database(&dir.join(&site.config.server.database)).await
+}
+
+/// Open the store at `location` the way `autoprov serve` does (write-behind of
+/// `[server] state_batch_ms` on SQLite).
+pub async fn open_server_store(site: &Site, location: &str) -> Store {
+    let batch = site.config.server.state_batch_ms;
+    let options = autoprov_store::StoreOptions {
+        write_behind: (batch > 0).then(|| Duration::from_millis(batch)),
+        ..Default::default()
+    };
+    Store::connect_with(location, &options)
+        .await
+        .expect("store opens")
 }
 
 impl Drop for TestApp {
@@ -73,9 +112,18 @@ impl TestApp {
     /// Start a server on an existing site directory.
     pub async fn start(dir: tempfile::TempDir) -> TestApp {
         let site = Site::load(dir.path()).expect("site loads");
-        let store = Store::open(&dir.path().join(&site.config.server.database))
-            .await
-            .expect("store opens");
+        let db = test_db_location(dir.path(), &site).await;
+        TestApp::start_on(dir, db).await
+    }
+
+    /// Start a server on an existing site directory and database.
+    pub async fn start_on(dir: tempfile::TempDir, db: String) -> TestApp {
+        let site = Site::load(dir.path()).expect("site loads");
+        if autoprov_store::is_postgres_url(&db) {
+            let mut dbs = SITE_DBS.lock().unwrap_or_else(|p| p.into_inner());
+            dbs.push((dir.path().to_path_buf(), db.clone()));
+        }
+        let store = open_server_store(&site, &db).await;
         let state = autoprov_server::AppState::new(site, store.clone());
         let bound = autoprov_server::bind(&["127.0.0.1:0".parse().unwrap()])
             .await
@@ -93,6 +141,7 @@ impl TestApp {
             addr,
             dir,
             store,
+            db,
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             shutdown: Some(tx),
         }
@@ -104,8 +153,10 @@ impl TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // What the old server queued must be in the database before the new one reads it.
+        self.store.close().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        TestApp::start(dir).await
+        TestApp::start_on(dir, self.db.clone()).await
     }
 
     pub fn site(&self) -> PathBuf {

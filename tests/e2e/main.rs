@@ -1,9 +1,11 @@
-//! End-to-end tests: the real `autoprov` server over real HTTP, a fresh site and SQLite
-//! database per test. One test binary; add modules, not binaries.
+//! End-to-end tests: the real `autoprov` server over real HTTP, a fresh site and database per
+//! test (SQLite, or PostgreSQL in test.sh's second pass). One test binary; add modules, not
+//! binaries.
 
 mod helpers;
 
 mod admin;
+mod api_fuzz;
 mod backups;
 mod bad_input;
 mod cli;
@@ -15,8 +17,10 @@ mod httpauth;
 mod import;
 mod lifecycle;
 mod mdns;
+mod scale;
 mod sip;
 mod sip_multicast;
+mod site_reload;
 mod tftp;
 mod tls;
 mod vendors;

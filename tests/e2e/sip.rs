@@ -124,10 +124,13 @@ async fn pnp_answers_each_brand_with_its_url() {
 
 /// Run `autoprov notify` with these arguments; returns success and stdout.
 async fn notify_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    // The CLI is another process: it reads what the server has written, not its queue.
+    app.store.flush().await.unwrap();
     let out = autoprov()
         .arg("notify")
         .arg("--site")
         .arg(app.site())
+        .envs(crate::helpers::cli_env(app.site()))
         .args(args)
         .output()
         .await

@@ -254,9 +254,8 @@ impl TlsApp {
         );
         prepare(dir.path());
         let site = Site::load(dir.path()).expect("site loads");
-        let store = Store::open(&dir.path().join(&site.config.server.database))
-            .await
-            .expect("store opens");
+        let db = crate::helpers::test_db_location(dir.path(), &site).await;
+        let store = crate::helpers::open_server_store(&site, &db).await;
         let state = AppState::new(site, store.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(bound.run(state, async move {

@@ -551,3 +551,87 @@ async fn firmware_targets_from_the_catalogue() {
     assert_eq!((p.vendor.as_str(), p.model.as_str()), ("yealink", "T46S"));
     assert!(p.groups.contains(&"vip".to_string()), "{:?}", p.groups);
 }
+
+/// GET `path` with a User-Agent and optionally `If-None-Match`: status, ETag, body.
+async fn conditional_get(
+    app: &TestApp,
+    path: &str,
+    ua: &str,
+    if_none_match: Option<&str>,
+) -> (u16, Option<String>, Vec<u8>) {
+    let mut req = app
+        .client
+        .get(app.url(path))
+        .header(reqwest::header::USER_AGENT, ua);
+    if let Some(tag) = if_none_match {
+        req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+    }
+    let r = req.send().await.expect("GET");
+    let status = r.status().as_u16();
+    let etag = r
+        .headers()
+        .get(reqwest::header::ETAG)
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, etag, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn vendor_files_answer_conditional_gets_with_304() {
+    let app = TestApp::spawn(SITE, |_| {}).await;
+    for (path, ua) in [
+        ("/001565aabbcc.cfg", YEALINK_T46S),
+        ("/snom/000413922D24.xml", SNOM_D785),
+    ] {
+        // The first GET carries a strong ETag.
+        let (status, etag, body) = conditional_get(&app, path, ua, None).await;
+        assert_eq!(status, 200, "{path}");
+        let etag = etag.unwrap_or_else(|| panic!("{path}: no ETag on the 200"));
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2,
+            "{path}: not a strong entity tag: {etag}"
+        );
+        assert!(!body.is_empty());
+        // Unchanged input, unchanged bytes, same tag.
+        let (status, again, body2) = conditional_get(&app, path, ua, None).await;
+        assert_eq!((status, again.as_deref()), (200, Some(etag.as_str())));
+        assert_eq!(body, body2, "{path}: output must be byte-stable");
+        // If-None-Match with that tag: 304, empty body, the tag repeated.
+        let (status, tag304, body304) = conditional_get(&app, path, ua, Some(&etag)).await;
+        assert_eq!(status, 304, "{path}");
+        assert_eq!(tag304.as_deref(), Some(etag.as_str()));
+        assert!(body304.is_empty(), "{path}: a 304 has no body");
+        // In a list, weak or `*`: still 304 (weak comparison); another tag: 200.
+        let listed = format!("\"nope\", W/{etag}");
+        assert_eq!(conditional_get(&app, path, ua, Some(&listed)).await.0, 304);
+        assert_eq!(conditional_get(&app, path, ua, Some("*")).await.0, 304);
+        let (status, _, body) = conditional_get(&app, path, ua, Some("\"other\"")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, body2);
+    }
+    // The 304 still records the contact in the inventory.
+    assert!(app.store.load("001565aabbcc").await.unwrap().is_some());
+
+    // A changed setting: 200 with new bytes and a new tag for the old If-None-Match.
+    let (_, old_tag, old_body) =
+        conditional_get(&app, "/001565aabbcc.cfg", YEALINK_T46S, None).await;
+    let old_tag = old_tag.unwrap();
+    let toml = app.site().join("autoprov.toml");
+    let changed = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("user = \"201\"", "user = \"202\"");
+    std::fs::write(&toml, changed).unwrap();
+    let app = app.restart().await;
+    let (status, new_tag, new_body) =
+        conditional_get(&app, "/001565aabbcc.cfg", YEALINK_T46S, Some(&old_tag)).await;
+    assert_eq!(status, 200, "a changed file is sent again");
+    let new_tag = new_tag.unwrap();
+    assert_ne!(new_tag, old_tag);
+    assert_ne!(new_body, old_body);
+    assert!(String::from_utf8_lossy(&new_body).contains("account.1.user_name = 202"));
+    assert_eq!(
+        conditional_get(&app, "/001565aabbcc.cfg", YEALINK_T46S, Some(&new_tag))
+            .await
+            .0,
+        304
+    );
+}

@@ -53,8 +53,23 @@ pub struct SiteConfig {
 pub struct ServerConfig {
     /// Addresses to listen on when `serve` gets no `--listen`.
     pub listen: Vec<String>,
-    /// SQLite database file, relative to the site directory.
+    /// The device database: an SQLite file relative to the site directory (the default,
+    /// `autoprov.db`), or a `postgres://user:password@host:port/database` URL for the
+    /// scale-out store shared by several replicas. `--database` / `AUTOPROV_DATABASE`
+    /// override it.
     pub database: String,
+    /// Write-behind window for device state on SQLite, in milliseconds: polls queue their
+    /// state and a background task writes all queued states in one transaction per window,
+    /// so no request waits for the disk. A crash loses at most this window. 0 writes every
+    /// state at once. Not used with PostgreSQL (replicas must see each other's writes).
+    pub state_batch_ms: u64,
+    /// Configuration requests (update scripts, vendor files) handled at once. More are
+    /// answered at once with 503 and `Retry-After` (never queued, never a hung connection),
+    /// which phones retry; firmware downloads have their own budget
+    /// (`[firmware] max_downloads`), so they can never starve configuration.
+    pub max_config_requests: u32,
+    /// Seconds sent in `Retry-After` with such a 503.
+    pub config_retry_after: u64,
     /// Largest accepted upload body (backups, query results, CSRs), in bytes.
     pub max_upload_bytes: u64,
     /// Clean path prefix served besides `/update.php` and `<prefix>/update.php`.
@@ -66,6 +81,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: vec!["0.0.0.0:8080".into()],
             database: "autoprov.db".into(),
+            state_batch_ms: 100,
+            max_config_requests: 4096,
+            config_retry_after: 5,
             max_upload_bytes: 4 * 1024 * 1024,
             clean_path: "/innovaphone/update".into(),
         }

@@ -25,16 +25,43 @@ pub fn word_match(text: &str, term: &str) -> bool {
 }
 
 /// [`word_match`] for already lower-cased text and term.
-fn word_match_lower(text: &str, term: &str) -> bool {
-    let (Some(first), Some(last)) = (term.chars().next(), term.chars().next_back()) else {
+pub(crate) fn word_match_lower(text: &str, term: &str) -> bool {
+    let Some(w) = WordTerm::new(term) else {
         return true;
     };
-    let (first_word, last_word) = (is_word(first), is_word(last));
-    text.match_indices(term).any(|(i, _)| {
+    text.match_indices(term).any(|(i, _)| w.bounded_at(text, i))
+}
+
+/// A non-empty filter term with its word-boundary facts, for checking occurrences found by
+/// other means (the inventory index searches many devices' fields at once).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WordTerm<'a> {
+    term: &'a str,
+    first_word: bool,
+    last_word: bool,
+}
+
+impl<'a> WordTerm<'a> {
+    /// `None` for the empty term (which matches everything).
+    pub(crate) fn new(term: &'a str) -> Option<WordTerm<'a>> {
+        let (first, last) = (term.chars().next()?, term.chars().next_back()?);
+        Some(WordTerm {
+            term,
+            first_word: is_word(first),
+            last_word: is_word(last),
+        })
+    }
+
+    /// Whether the occurrence of the term at byte `i` of `text` (a char boundary) is a
+    /// complete word: `\b` holds before and after it.
+    pub(crate) fn bounded_at(&self, text: &str, i: usize) -> bool {
         let before = text[..i].chars().next_back().is_some_and(is_word);
-        let after = text[i + term.len()..].chars().next().is_some_and(is_word);
-        before != first_word && after != last_word
-    })
+        let after = text[i + self.term.len()..]
+            .chars()
+            .next()
+            .is_some_and(is_word);
+        before != self.first_word && after != self.last_word
+    }
 }
 
 /// Whether a device with the searchable `fields` and the `missing` flag passes `filter`.

@@ -3,7 +3,8 @@
 //! Site model ([`config`], [`site`], [`validate`]), the reference defaults ([`defaults`]),
 //! device state ([`state`]), the innovaphone update-script engine ([`innovaphone`]), the
 //! import of an existing PHP installation ([`import`]), operator templates ([`template`]),
-//! the firmware catalogue ([`firmware`]), and the zero-touch facts per phone brand
+//! the firmware catalogue ([`firmware`]), the query `show` columns of the status list ([`show`]),
+//! the in-memory index of the device list ([`inventory`]), and the zero-touch facts per phone brand
 //! ([`discovery`]) with the DHCP snippets built from them ([`dhcp`]), and the other vendors'
 //! provisioning: identification and rendering ([`vendors`]) over the vendor-neutral settings
 //! model ([`settings`]).
@@ -20,7 +21,9 @@ pub mod filter;
 pub mod firmware;
 pub mod import;
 pub mod innovaphone;
+pub mod inventory;
 pub mod settings;
+pub mod show;
 pub mod site;
 pub mod state;
 pub mod template;

@@ -289,15 +289,40 @@ pub fn model_matches(pattern: &str, vendor: &str, model: Option<&str>) -> bool {
     }
 }
 
-/// The device entry for `mac`, whatever spelling the operator used as key.
+/// The device entry for `mac`. [`crate::Site::load`] re-keys `[devices]` by the canonical MAC
+/// (12 lower-case hex digits), so this is one map lookup per request however many devices
+/// the site lists; maps built by hand with other spellings are searched when small.
 pub fn device_entry<'a>(
     devices: &'a BTreeMap<String, DeviceEntry>,
     mac: &Mac,
 ) -> Option<&'a DeviceEntry> {
+    if let Some(e) = devices.get(mac.as_str()) {
+        return Some(e);
+    }
+    if devices.len() > SCAN_DEVICE_KEYS {
+        return None;
+    }
     devices
         .iter()
         .find(|(k, _)| Mac::parse(k).is_ok_and(|m| &m == mac))
         .map(|(_, e)| e)
+}
+
+/// Up to this many `[devices]` entries, keys in other spellings are still found.
+const SCAN_DEVICE_KEYS: usize = 32;
+
+/// `[devices]` keyed by the canonical MAC (entries whose key is not a MAC keep it; validation
+/// reports them).
+pub fn canonical_device_keys(
+    devices: BTreeMap<String, DeviceEntry>,
+) -> BTreeMap<String, DeviceEntry> {
+    devices
+        .into_iter()
+        .map(|(k, e)| match Mac::parse(&k) {
+            Ok(m) => (m.as_str().to_string(), e),
+            Err(_) => (k, e),
+        })
+        .collect()
 }
 
 /// Merge the layers for one file of `vendor`'s device (`model`, `mac`) and fill line defaults.

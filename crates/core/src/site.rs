@@ -39,10 +39,14 @@ impl Site {
         })?;
         let (config, diagnostics) = validate_text(&path.display().to_string(), &text);
         match config {
-            Some(config) if diagnostics.iter().all(|d| !d.is_error()) => Ok(Site {
-                dir: dir.to_path_buf(),
-                config,
-            }),
+            Some(mut config) if diagnostics.iter().all(|d| !d.is_error()) => {
+                config.devices =
+                    crate::settings::canonical_device_keys(std::mem::take(&mut config.devices));
+                Ok(Site {
+                    dir: dir.to_path_buf(),
+                    config,
+                })
+            }
             _ => Err(SiteError::Invalid { diagnostics }),
         }
     }

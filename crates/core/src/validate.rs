@@ -521,6 +521,24 @@ impl Validator<'_> {
                     format!("query '{id}' needs a non-empty cmd, e.g. \"mod cmd CMD0 xml-info\""),
                 );
             }
+            for (j, sh) in q.show.iter().enumerate() {
+                let at = |k| [K("queries"), K("query"), I(i), K("show"), I(j), K(k)];
+                if sh.title.trim().is_empty() {
+                    self.warn(
+                        &at("title"),
+                        format!("query '{id}' show #{}: the title is empty (it heads the column in the device list)", j + 1),
+                    );
+                }
+                if let Err(e) = crate::show::check_expression(&sh.xpath) {
+                    self.error(
+                        &at("xpath"),
+                        format!(
+                            "query '{id}' show '{}': xpath does not compile as XPath 1.0 ({e}), e.g. \"/state/queries/{id}/info/@name\"",
+                            sh.title
+                        ),
+                    );
+                }
+            }
             let what = format!("query '{id}' applies");
             self.check_applies(
                 c,
@@ -567,9 +585,13 @@ impl Validator<'_> {
         if c.server.database.is_empty() {
             self.error(
                 &[K("server"), K("database")],
-                "server.database must name the database file, e.g. \"autoprov.db\"".into(),
+                "server.database must name the database file, e.g. \"autoprov.db\", or a \
+                 postgres:// URL"
+                    .into(),
             );
-        } else {
+        } else if !c.server.database.starts_with("postgres://")
+            && !c.server.database.starts_with("postgresql://")
+        {
             self.check_path(
                 &c.server.database,
                 &[K("server"), K("database")],
@@ -1273,6 +1295,35 @@ cmd = \"  \"
         );
         assert!(d[0].message.contains("'lab'"));
         assert!(d[1].message.contains("'nosuch'"));
+    }
+
+    #[test]
+    fn show_expressions_must_compile() {
+        let text = "\
+[[queries.query]]
+id = \"media\"
+cmd = \"mod cmd MEDIA xml-info\"
+show = [{ title = \"NAT\", xpath = \"concat(/state/queries/media/info/nat/@result, ' (', /state/queries/media/info/nat/@public-addr, ')')\" }]
+
+[[queries.query]]
+id = \"registration\"
+cmd = \"mod cmd PHONE/USER phone-regs /cmd phone-regs\"
+[[queries.query.show]]
+title = \"PBX/ID\"
+xpath = \"concat(/state/queries/registration/info/reg[@id = \\\"0\\\"]/@gk-addr, '/'\"
+[[queries.query.show]]
+title = \"\"
+xpath = \"/state/queries/registration/info/reg/@state\"
+";
+        let d = diags(text);
+        let got: Vec<_> = d.iter().map(pos).collect();
+        assert_eq!(got, vec![(11, 9, false), (13, 9, true)], "{d:#?}");
+        assert!(
+            d[0].message.contains("query 'registration' show 'PBX/ID'"),
+            "{}",
+            d[0]
+        );
+        assert!(d[1].message.contains("title is empty"), "{}", d[1]);
     }
 
     #[test]

@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use autoprov_core::Site;
 use autoprov_store::Store;
@@ -43,8 +43,19 @@ pub struct AppState {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// The site and what is derived from it, swapped as one by [`AppState::reload_site`].
+struct Loaded {
     site: Arc<Site>,
+    firmware: Arc<Firmware>,
+}
+
+struct Inner {
+    /// The current site snapshot; requests take an `Arc` and keep it for their lifetime.
+    loaded: RwLock<Arc<Loaded>>,
+    /// The site directory (fixed: a reload re-reads the same directory).
+    site_dir: PathBuf,
+    /// Serialises reloads.
+    reload_lock: tokio::sync::Mutex<()>,
     store: Store,
     master: MasterCache,
     http: reqwest::Client,
@@ -53,10 +64,12 @@ struct Inner {
     last_cleanup: AtomicI64,
     /// Serialises backup file operations (index choice, write, retention).
     backup_lock: tokio::sync::Mutex<()>,
-    /// The firmware catalogue and its download slots.
-    firmware: Firmware,
     /// Last good vendor templates (see [`crate::vendor_templates`]).
     vendor_templates: crate::vendor_templates::TemplateCache,
+    /// The configuration requests budget (`[server] max_config_requests`).
+    config_slots: Arc<tokio::sync::Semaphore>,
+    /// The device list's in-memory index, following the store's changes.
+    inventory: crate::inventory::InventoryIndex,
 }
 
 impl AppState {
@@ -68,16 +81,27 @@ impl AppState {
             );
             Firmware::empty(&site)
         });
+        let config_slots = Arc::new(tokio::sync::Semaphore::new(
+            (site.config.server.max_config_requests.max(1) as usize)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        let inventory = crate::inventory::InventoryIndex::new(&store);
         AppState {
             inner: Arc::new(Inner {
-                site: Arc::new(site),
+                config_slots,
+                inventory,
+                site_dir: site.dir.clone(),
+                loaded: RwLock::new(Arc::new(Loaded {
+                    site: Arc::new(site),
+                    firmware: Arc::new(firmware),
+                })),
+                reload_lock: tokio::sync::Mutex::new(()),
                 store,
                 master: MasterCache::default(),
                 http: http_client(),
                 device_locks: DeviceLocks::default(),
                 last_cleanup: AtomicI64::new(0),
                 backup_lock: tokio::sync::Mutex::new(()),
-                firmware,
                 vendor_templates: Default::default(),
             }),
         }
@@ -88,25 +112,68 @@ impl AppState {
         &self.inner.vendor_templates
     }
 
-    pub fn site(&self) -> &Site {
-        &self.inner.site
+    fn loaded(&self) -> Arc<Loaded> {
+        self.inner
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
+    /// A snapshot of the current site. Keep it for the whole request: a reload swaps in a new
+    /// site and never changes a snapshot.
+    pub fn site(&self) -> Arc<Site> {
+        self.loaded().site.clone()
+    }
+
+    /// Same as [`AppState::site`].
     pub fn site_arc(&self) -> Arc<Site> {
-        self.inner.site.clone()
+        self.site()
     }
 
+    /// The site directory (the same for every snapshot).
     pub fn site_dir(&self) -> &Path {
-        &self.inner.site.dir
+        &self.inner.site_dir
+    }
+
+    /// Re-read `autoprov.toml`, the firmware manifest and the vendor templates, check them like
+    /// `autoprov check`, and only when they are free of errors swap the new site and firmware
+    /// catalogue in. On failure the running site stays and the error lists the diagnostics
+    /// (`file:line:column: error: ...`). Settings bound at start (listeners, TLS files,
+    /// database, side channels) are reported as needing a restart when they changed.
+    pub async fn reload_site(
+        &self,
+    ) -> Result<crate::reload::ReloadReport, crate::reload::ReloadError> {
+        let _serial = self.inner.reload_lock.lock().await;
+        let dir = self.inner.site_dir.clone();
+        let old = self.loaded();
+        let old2 = old.clone();
+        let (site, firmware, report) = tokio::task::spawn_blocking(move || {
+            crate::reload::prepare(&dir, &old2.site, &old2.firmware)
+        })
+        .await
+        .map_err(|e| crate::reload::ReloadError(format!("reload failed: {e}")))??;
+        let new = Arc::new(Loaded {
+            site: Arc::new(site),
+            firmware: Arc::new(firmware),
+        });
+        *self.inner.loaded.write().unwrap_or_else(|p| p.into_inner()) = new;
+        drop(old);
+        Ok(report)
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
 
+    /// The device list's index (see [`crate::inventory`]).
+    pub fn inventory(&self) -> &crate::inventory::InventoryIndex {
+        &self.inner.inventory
+    }
+
     /// The firmware catalogue: targets for renderers, version reports, download slots.
-    pub fn firmware(&self) -> &Firmware {
-        &self.inner.firmware
+    pub fn firmware(&self) -> Arc<Firmware> {
+        self.loaded().firmware.clone()
     }
 
     pub fn master_cache(&self) -> &MasterCache {
@@ -128,9 +195,24 @@ impl AppState {
         )
     }
 
-    /// Lock the state of one device for a load-modify-save cycle.
+    /// A slot of the configuration budget, or `None` when `[server] max_config_requests`
+    /// requests are already in progress (the caller answers 503 at once). Held until the
+    /// response is produced; firmware downloads have their own slots and never take these.
+    pub fn try_config_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.config_slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Lock the state of one device for a load-modify-save cycle: the in-process mutex first
+    /// (so one process never spends a database connection on waiting for itself), then the
+    /// store's cross-replica lock (PostgreSQL; a no-op on SQLite). A store lock that cannot
+    /// be taken (database down) is logged; the load that follows reports the same problem.
     pub(crate) async fn lock_device(&self, sn: &str) -> DeviceGuard {
-        self.inner.device_locks.lock(sn).await
+        let mut guard = self.inner.device_locks.lock(sn).await;
+        match self.inner.store.lock_device(sn).await {
+            Ok(l) => guard._store = Some(l),
+            Err(e) => tracing::warn!(device = sn, error = %e, "cannot take the device lock"),
+        }
+        guard
     }
 
     pub(crate) async fn lock_backups(&self) -> tokio::sync::MutexGuard<'_, ()> {
@@ -141,7 +223,8 @@ impl AppState {
     /// lives in the store under [`LAST_CLEANUP_KEY`]). Problems are logged, never returned:
     /// expiry must not fail a device's request.
     pub async fn maybe_expire(&self, now: i64) {
-        let status = &self.site().config.status;
+        let site = self.site();
+        let status = &site.config.status;
         if !status.enabled || status.expire == 0 {
             return;
         }
@@ -222,6 +305,8 @@ struct DeviceLocks {
 
 /// Holds a device's lock; releasing it forgets the lock when nobody else waits for it.
 pub(crate) struct DeviceGuard {
+    // Field order matters: the store lock is released before the process-local one.
+    _store: Option<autoprov_store::DeviceLock>,
     _guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -234,6 +319,7 @@ impl DeviceLocks {
             map.entry(sn.to_string()).or_default().clone()
         };
         DeviceGuard {
+            _store: None,
             _guard: m.lock_owned().await,
         }
     }

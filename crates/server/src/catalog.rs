@@ -37,6 +37,10 @@ use axum::response::Response;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+/// Seconds between writes of an unchanged firmware report (only its `reported_at` would
+/// change); in between, reports are checked with a read and not written.
+pub const REPORT_REFRESH: i64 = 300;
+
 use autoprov_core::config::FirmwareTargetRule;
 use autoprov_core::firmware::{
     device_key, valid_name, FetchEvent, FirmwareCatalog, FirmwareFetch, FirmwareProgress, Image,
@@ -131,6 +135,20 @@ impl Firmware {
         }
     }
 
+    /// Keep `old`'s download slots when `[firmware] max_downloads` did not change (a reload
+    /// must not let the downloads in flight plus new ones exceed the limit).
+    pub fn keep_slots(
+        mut self,
+        old: &Firmware,
+        old_cfg: &autoprov_core::config::FirmwareConfig,
+        new_cfg: &autoprov_core::config::FirmwareConfig,
+    ) -> Firmware {
+        if old_cfg.max_downloads.max(1) == new_cfg.max_downloads.max(1) {
+            self.slots = old.slots.clone();
+        }
+        self
+    }
+
     /// The catalogue: `target()` for renderers, images and rules.
     pub fn catalog(&self) -> &FirmwareCatalog {
         &self.catalog
@@ -144,7 +162,8 @@ impl Firmware {
     /// Record that `device` (a MAC in any notation, or another id) of `vendor`/`model` in
     /// `groups` runs `version`. A changed version restarts the download count and lifts a flag;
     /// the target version marks it done. Returns the device's state, or `None` when the device
-    /// id is empty or unusable.
+    /// id is empty or unusable. An unchanged report is written only every [`REPORT_REFRESH`]
+    /// seconds.
     pub async fn report_version(
         &self,
         store: &Store,
@@ -161,6 +180,20 @@ impl Firmware {
             .catalog
             .is_target_version(vendor, model, groups, version);
         let now = now();
+        // Most reports repeat what is stored: check with a plain read first, and only refresh
+        // `reported_at` every REPORT_REFRESH seconds, so a polling fleet does not turn every
+        // configuration request into a database write.
+        if let Some(stored) = store.firmware_progress(&key).await? {
+            let mut next = stored.clone();
+            next.record_report(vendor, model, groups, version, at_target, now);
+            let fresh = stored
+                .reported_at
+                .is_some_and(|t| now.saturating_sub(t) < REPORT_REFRESH);
+            next.reported_at = stored.reported_at;
+            if fresh && next == stored {
+                return Ok(Some(self.catalog.state_of(&stored)));
+            }
+        }
         let (p, changed) = store
             .firmware_update(&key, |p| {
                 p.record_report(vendor, model, groups, version, at_target, now)

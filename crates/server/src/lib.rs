@@ -38,11 +38,13 @@ pub mod fsutil;
 pub mod fw;
 pub mod hook;
 pub mod httpauth;
+pub mod inventory;
 pub mod listen;
 pub mod master;
 pub mod mdns;
 pub mod pki;
 pub mod ports;
+pub mod reload;
 pub mod respond;
 pub mod rollout;
 pub mod sip;
@@ -102,6 +104,9 @@ pub fn router(state: AppState) -> Router {
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     if update::is_update_path(&path, &app.site().config.server.clean_path) {
+        let Some(_slot) = app.try_config_slot() else {
+            return overloaded(app.site().config.server.config_retry_after);
+        };
         return update::handle(app, req).await;
     }
     if let Some(rest) = catalog::catalog_rest(&path) {
@@ -110,7 +115,29 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     if let Some(rest) = fw::firmware_rest(&path) {
         return fw::serve(app, rest.to_string(), req).await;
     }
+    let Some(_slot) = app.try_config_slot() else {
+        return overloaded(app.site().config.server.config_retry_after);
+    };
     vendors::handle(app, req).await
+}
+
+/// 503 with `Retry-After`: the configuration budget is spent. Answered at once, with
+/// `Connection: close` so a storm of phones does not keep idle connections open.
+fn overloaded(retry_after: u64) -> Response {
+    let mut r = respond::text(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "autoprov is busy, retry later\n".to_string(),
+    );
+    let h = r.headers_mut();
+    h.insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(retry_after.max(1)),
+    );
+    h.insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// `GET /healthz`: 200 `ok` when the device database answers, 503 otherwise.

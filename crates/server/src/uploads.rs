@@ -727,7 +727,7 @@ async fn handle_upload(
             "need 'file' arg for mode=upload, use ?file=filename",
         );
     };
-    let files = match crate::rollout::device_files(app.site(), sn) {
+    let files = match crate::rollout::device_files(&app.site(), sn) {
         Ok(f) => f,
         Err(e) => return reply.bail(StatusCode::BAD_REQUEST, &format!("upload: {e}")),
     };

@@ -11,6 +11,12 @@
 //! its reported firmware version handed to the catalogue. A request nobody recognises gets 404
 //! and a log line saying why.
 //!
+//! Rendered files are byte-stable for unchanged input, so every 200 carries a strong `ETag`
+//! (a hash of the body) and a request whose `If-None-Match` names it gets `304 Not Modified`
+//! without a body; the contact is recorded all the same. There is no `Last-Modified`: a
+//! rendered file has no modification time of its own (settings, templates and firmware targets
+//! all feed it), and the entity tag is exact.
+//!
 //! This module translates and records; what a device gets is decided in `autoprov-core`.
 
 use axum::extract::Request;
@@ -211,7 +217,7 @@ pub async fn handle(app: AppState, req: Request) -> Response {
                 evidence = ?identity.evidence,
                 "provisioning file"
             );
-            with_problems(ok(r), &problems)
+            with_problems(ok(r, &parts.headers), &problems)
         }
         Err(RenderError::NotAvailable(reason)) => {
             tracing::info!(path = %dreq.path, %reason, "file not available");
@@ -266,13 +272,44 @@ fn record(
     s
 }
 
-fn ok(r: Rendered) -> Response {
+/// The strong entity tag of a rendered body: the first 128 bits of its SHA-256, quoted.
+fn entity_tag(body: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(body);
+    let mut tag = String::with_capacity(34);
+    tag.push('"');
+    for b in &digest[..16] {
+        let _ = write!(tag, "{b:02x}");
+    }
+    tag.push('"');
+    tag
+}
+
+/// 200 with the body and its `ETag`, or 304 without a body when `If-None-Match` names it.
+/// Only `If-None-Match` is evaluated (there is no `Last-Modified` to compare dates against).
+fn ok(r: Rendered, request_headers: &axum::http::HeaderMap) -> Response {
+    let etag = entity_tag(r.body.as_ref());
+    let etag_value = HeaderValue::from_str(&etag).expect("hex digits are a valid header value");
+    let mut conditional = axum::http::HeaderMap::new();
+    for v in request_headers.get_all(header::IF_NONE_MATCH) {
+        conditional.append(header::IF_NONE_MATCH, v.clone());
+    }
+    if !conditional.is_empty()
+        && crate::catalog::transfer::evaluate(&conditional, &etag, 0)
+            == crate::catalog::transfer::Precondition::NotModified
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
+    }
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(r.content_type),
-        )],
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(r.content_type),
+            ),
+            (header::ETAG, etag_value),
+        ],
         r.body,
     )
         .into_response()

@@ -57,7 +57,8 @@ async fn scenario_a() -> Running {
         f.set_modified(two_days_ago).unwrap();
     }
     let site = Site::load(dir.path()).expect("scenario a loads");
-    let store = Store::open(&dir.path().join("autoprov.db")).await.unwrap();
+    let db = autoprov_store::testing::test_database(&dir.path().join("autoprov.db")).await;
+    let store = Store::connect(&db).await.unwrap();
     let bound = bind(&["127.0.0.1:0".parse().unwrap()]).await.unwrap();
     let addr = bound.local_addrs()[0];
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -27,7 +27,8 @@ impl TestApp {
         );
         std::fs::write(dir.path().join("autoprov.toml"), toml).unwrap();
         let site = Site::load(dir.path()).expect("test site loads");
-        let store = Store::open(&dir.path().join("autoprov.db")).await.unwrap();
+        let db = autoprov_store::testing::test_database(&dir.path().join("autoprov.db")).await;
+        let store = Store::connect(&db).await.unwrap();
         let state = AppState::new(site, store.clone());
         let bound = bind(&["127.0.0.1:0".parse().unwrap()]).await.unwrap();
         let addr = bound.local_addrs()[0];
@@ -507,7 +508,8 @@ async fn several_listeners_and_bind_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("autoprov.toml"), "").unwrap();
     let site = Site::load(dir.path()).unwrap();
-    let store = Store::open(&dir.path().join("autoprov.db")).await.unwrap();
+    let db = autoprov_store::testing::test_database(&dir.path().join("autoprov.db")).await;
+    let store = Store::connect(&db).await.unwrap();
     let bound = bind(&[
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),

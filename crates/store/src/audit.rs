@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use crate::decode::nf;
 use crate::{Result, Store};
 
 /// One audit entry.
@@ -29,10 +30,10 @@ impl Store {
             "INSERT INTO admin_audit (time, \"user\", action, target, detail) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(time)
-        .bind(user)
-        .bind(action)
-        .bind(target)
-        .bind(detail)
+        .bind(nf(user))
+        .bind(nf(action))
+        .bind(nf(target))
+        .bind(nf(detail))
         .execute(self.pool())
         .await
         .map_err(|e| self.err(e))?;

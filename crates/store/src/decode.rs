@@ -74,3 +74,51 @@ fn real_to_i64(v: f64) -> Option<i64> {
         None
     }
 }
+
+/// Text as it is bound into a statement: NUL characters, which PostgreSQL cannot store in TEXT,
+/// become U+FFFD on every backend, so both store (and look up) the same value.
+pub(crate) fn nf<T: NulFree>(value: T) -> T::Out {
+    value.nul_free()
+}
+
+/// Values [`nf`] accepts.
+pub(crate) trait NulFree {
+    type Out;
+    fn nul_free(self) -> Self::Out;
+}
+
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_string()
+    }
+}
+
+impl NulFree for &str {
+    type Out = String;
+    fn nul_free(self) -> String {
+        clean(self)
+    }
+}
+
+impl NulFree for &String {
+    type Out = String;
+    fn nul_free(self) -> String {
+        clean(self)
+    }
+}
+
+impl NulFree for String {
+    type Out = String;
+    fn nul_free(self) -> String {
+        clean(&self)
+    }
+}
+
+impl NulFree for &Option<String> {
+    type Out = Option<String>;
+    fn nul_free(self) -> Option<String> {
+        self.as_deref().map(clean)
+    }
+}

@@ -9,7 +9,7 @@
 use autoprov_core::firmware::{FirmwareFetch, FirmwareProgress};
 use sqlx::any::AnyRow;
 
-use crate::decode::{i64_or_zero, opt_i64, opt_string, string_or_empty};
+use crate::decode::{i64_or_zero, nf, opt_i64, opt_string, string_or_empty};
 use crate::{Result, Store};
 
 const COLUMNS: &str = "device, vendor, model, groups, reported_version, reported_at, \
@@ -33,7 +33,7 @@ impl Store {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM firmware_progress WHERE device = $1"
         ))
-        .bind(device)
+        .bind(nf(device))
         .fetch_optional(self.pool())
         .await
         .map_err(|e| self.err(e))?;
@@ -69,7 +69,7 @@ impl Store {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM firmware_progress WHERE device = $1"
         ))
-        .bind(device)
+        .bind(nf(device))
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
@@ -81,14 +81,14 @@ impl Store {
         let out = change(&mut p);
         let groups = serde_json::to_string(&p.groups).unwrap_or_else(|_| "[]".into());
         sqlx::query(UPSERT)
-            .bind(&p.device)
-            .bind(&p.vendor)
-            .bind(&p.model)
-            .bind(groups)
-            .bind(&p.reported_version)
+            .bind(nf(&p.device))
+            .bind(nf(&p.vendor))
+            .bind(nf(&p.model))
+            .bind(nf(groups))
+            .bind(nf(&p.reported_version))
             .bind(p.reported_at)
-            .bind(&p.image_version)
-            .bind(&p.image_sha256)
+            .bind(nf(&p.image_version))
+            .bind(nf(&p.image_sha256))
             .bind(i64::from(p.fetches))
             .bind(p.first_fetch_at)
             .bind(p.last_fetch_at)
@@ -107,14 +107,14 @@ impl Store {
         sqlx::query(&format!(
             "INSERT INTO firmware_fetches ({FETCH_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
-        .bind(&fetch.device)
+        .bind(nf(&fetch.device))
         .bind(fetch.time)
-        .bind(&fetch.vendor)
-        .bind(&fetch.model)
-        .bind(&fetch.version)
-        .bind(&fetch.sha256)
+        .bind(nf(&fetch.vendor))
+        .bind(nf(&fetch.model))
+        .bind(nf(&fetch.version))
+        .bind(nf(&fetch.sha256))
         .bind(i64::try_from(fetch.range_start).unwrap_or(i64::MAX))
-        .bind(&fetch.peer)
+        .bind(nf(&fetch.peer))
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
@@ -122,8 +122,8 @@ impl Store {
             "DELETE FROM firmware_fetches WHERE device = $1 AND id NOT IN \
              (SELECT id FROM firmware_fetches WHERE device = $2 ORDER BY id DESC LIMIT $3)",
         )
-        .bind(&fetch.device)
-        .bind(&fetch.device)
+        .bind(nf(&fetch.device))
+        .bind(nf(&fetch.device))
         .bind(i64::from(keep))
         .execute(&mut *tx)
         .await
@@ -137,7 +137,7 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {FETCH_COLUMNS} FROM firmware_fetches WHERE device = $1 ORDER BY id"
         ))
-        .bind(device)
+        .bind(nf(device))
         .fetch_all(self.pool())
         .await
         .map_err(|e| self.err(e))?;

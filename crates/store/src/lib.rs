@@ -102,7 +102,42 @@ pub struct Store {
     /// PostgreSQL: connections that hold device locks (never used for data).
     lock_pool: Option<AnyPool>,
     /// Queued saves, when write-behind is on.
-    wb: Option<Arc<writebehind::WriteBehind>>,
+    wb: Option<Arc<writebehind::Handle>>,
+    /// Told about every device change made through this store (see [`StoreObserver`]).
+    observers: Observers,
+}
+
+/// Something that keeps a view of the devices (the server's inventory index) and wants to hear
+/// about every change made through this process's [`Store`]. Calls happen on the saving task,
+/// so they must be quick and must not block. Changes made by other processes or replicas are
+/// not reported; poll [`Store::list_shallow_since`] for those.
+pub trait StoreObserver: Send + Sync {
+    /// `state` was saved (queued or written).
+    fn saved(&self, state: &autoprov_core::state::DeviceState);
+    /// Device `sn` was deleted.
+    fn deleted(&self, sn: &str);
+    /// Devices last seen before `older_than` were expired.
+    fn expired(&self, older_than: i64);
+    /// Device `sn`'s last-contact time was set to `seen`.
+    fn touched(&self, sn: &str, seen: i64);
+}
+
+#[derive(Clone, Default)]
+struct Observers(Arc<std::sync::RwLock<Vec<Arc<dyn StoreObserver>>>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observers")
+    }
+}
+
+impl Observers {
+    fn each(&self, mut f: impl FnMut(&dyn StoreObserver)) {
+        let list = self.0.read().unwrap_or_else(|p| p.into_inner());
+        for o in list.iter() {
+            f(o.as_ref());
+        }
+    }
 }
 
 /// Whether `location` names a PostgreSQL server rather than an SQLite file.
@@ -181,6 +216,7 @@ impl Store {
             path: shown,
             lock_pool: None,
             wb: None,
+            observers: Observers::default(),
         };
         store.migrate().await?;
         store.wb = options
@@ -202,6 +238,7 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(Duration::from_secs(60))
             .connect_with(connect.clone())
             .await
             .map_err(|e| error::classify(&shown, e))?;
@@ -211,6 +248,7 @@ impl Store {
             .max_connections(options.lock_connections.max(1))
             .min_connections(0)
             .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(connect);
         let store = Store {
             pool,
@@ -218,6 +256,7 @@ impl Store {
             path: shown,
             lock_pool: Some(lock_pool),
             wb: None,
+            observers: Observers::default(),
         };
         store.migrate().await?;
         tracing::info!(database = %store.path, "PostgreSQL device database opened");
@@ -252,6 +291,7 @@ impl Store {
             path: shown,
             lock_pool: None,
             wb: None,
+            observers: Observers::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -261,6 +301,20 @@ impl Store {
     /// [`Store::open_memory`]) or the PostgreSQL URL without its password.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// Register `observer` for every later device change made through this store or its
+    /// clones.
+    pub fn observe(&self, observer: Arc<dyn StoreObserver>) {
+        self.observers
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
+    }
+
+    pub(crate) fn notify(&self, f: impl FnMut(&dyn StoreObserver)) {
+        self.observers.each(f);
     }
 
     /// The database engine behind this store.

@@ -3,14 +3,14 @@
 //! Keys and values are opaque text to the store (for example the time of the last cleanup);
 //! the callers give them meaning. No decisions are taken here.
 
-use crate::decode::opt_string;
+use crate::decode::{nf, opt_string};
 use crate::{Result, Store};
 
 impl Store {
     /// The value stored under `key`, if any.
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
+            .bind(nf(key))
             .fetch_optional(self.pool())
             .await
             .map_err(|e| self.err(e))?;
@@ -23,8 +23,8 @@ impl Store {
             "INSERT INTO meta (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
-        .bind(key)
-        .bind(value)
+        .bind(nf(key))
+        .bind(nf(value))
         .execute(self.pool())
         .await
         .map_err(|e| self.err(e))?;

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use crate::decode::nf;
 use crate::{Result, Store};
 
 /// One live session.
@@ -26,9 +27,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO admin_sessions (id, \"user\", csrf, created, expires) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(id_hash)
-        .bind(user)
-        .bind(csrf)
+        .bind(nf(id_hash))
+        .bind(nf(user))
+        .bind(nf(csrf))
         .bind(now)
         .bind(expires)
         .execute(self.pool())
@@ -42,7 +43,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT \"user\", csrf, expires FROM admin_sessions WHERE id = $1 AND expires > $2",
         )
-        .bind(id_hash)
+        .bind(nf(id_hash))
         .bind(now)
         .fetch_optional(self.pool())
         .await
@@ -57,7 +58,7 @@ impl Store {
     /// End the session `id_hash` (and drop every expired one).
     pub async fn session_delete(&self, id_hash: &str, now: i64) -> Result<()> {
         sqlx::query("DELETE FROM admin_sessions WHERE id = $1 OR expires <= $2")
-            .bind(id_hash)
+            .bind(nf(id_hash))
             .bind(now)
             .execute(self.pool())
             .await

@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use crate::decode::nf;
 use crate::{Result, Store};
 
 /// One operator account.
@@ -28,7 +29,7 @@ impl Store {
     /// The account `name`, if any.
     pub async fn user_get(&self, name: &str) -> Result<Option<AdminUser>> {
         let row = sqlx::query("SELECT name, hash, created FROM admin_users WHERE name = $1")
-            .bind(name)
+            .bind(nf(name))
             .fetch_optional(self.pool())
             .await
             .map_err(|e| self.err(e))?;
@@ -45,8 +46,8 @@ impl Store {
             "INSERT INTO admin_users (name, hash, created) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET hash = excluded.hash",
         )
-        .bind(name)
-        .bind(hash)
+        .bind(nf(name))
+        .bind(nf(hash))
         .bind(now)
         .execute(self.pool())
         .await
@@ -59,9 +60,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO admin_tokens (id, \"user\", label, created) VALUES ($1, $2, $3, $4)",
         )
-        .bind(id_hash)
-        .bind(user)
-        .bind(label)
+        .bind(nf(id_hash))
+        .bind(nf(user))
+        .bind(nf(label))
         .bind(now)
         .execute(self.pool())
         .await
@@ -72,7 +73,7 @@ impl Store {
     /// The user owning the API token whose secret hashes to `id_hash`.
     pub async fn token_user(&self, id_hash: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT \"user\" FROM admin_tokens WHERE id = $1")
-            .bind(id_hash)
+            .bind(nf(id_hash))
             .fetch_optional(self.pool())
             .await
             .map_err(|e| self.err(e))?;

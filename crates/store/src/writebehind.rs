@@ -42,9 +42,27 @@ struct Queued {
     state: Arc<DeviceState>,
 }
 
+/// The store handles' share of the queue: when the last [`Store`] clone goes, the flusher
+/// writes what is queued and ends (it holds the queue, not this handle).
+#[derive(Debug)]
+pub(crate) struct Handle(Arc<WriteBehind>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = WriteBehind;
+    fn deref(&self) -> &WriteBehind {
+        &self.0
+    }
+}
+
 impl WriteBehind {
     /// Start the flusher for `store` (a handle without write-behind of its own).
-    pub(crate) fn start(store: &Store, window: Duration) -> Arc<WriteBehind> {
+    pub(crate) fn start(store: &Store, window: Duration) -> Arc<Handle> {
         let wb = Arc::new(WriteBehind {
             queued: Mutex::new(HashMap::new()),
             next_gen: AtomicU64::new(1),
@@ -56,12 +74,18 @@ impl WriteBehind {
         let window = window.max(Duration::from_millis(1));
         tokio::spawn(async move {
             let mut failing = false;
+            let mut busy = Duration::ZERO;
             loop {
+                // A batch that took longer than the window is followed at once by the next:
+                // under load the queue never waits longer than one batch.
                 let stopping = tokio::select! {
-                    _ = tokio::time::sleep(window) => false,
+                    _ = tokio::time::sleep(window.saturating_sub(busy)) => false,
                     _ = task_wb.stop.notified() => true,
                 };
-                match writer.flush_with(&task_wb).await {
+                let started = std::time::Instant::now();
+                let flushed = writer.flush_with(&task_wb).await;
+                busy = started.elapsed();
+                match flushed {
                     Ok(_) if failing => {
                         tracing::info!(database = %writer.path(), "queued device states written again");
                         failing = false;
@@ -79,7 +103,7 @@ impl WriteBehind {
                 }
             }
         });
-        wb
+        Arc::new(Handle(wb))
     }
 
     pub(crate) fn stop(&self) {

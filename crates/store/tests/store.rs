@@ -548,3 +548,30 @@ async fn device_lock_serialises_replicas_on_postgres() {
     assert_eq!(b.load("dev").await.unwrap().unwrap().seen, 40);
     assert!(a.path().starts_with("postgres://"));
 }
+
+/// A batch bigger than one statement's bind limit (many devices, many children each) is
+/// written completely and reads back exactly.
+#[tokio::test]
+async fn large_batches_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_test(&dir).await;
+    let states: Vec<DeviceState> = (0..1500)
+        .map(|i| {
+            let mut s = full_state(&format!("00-90-33-{:02x}-{:02x}-00", i / 256, i % 256));
+            for m in 0..12 {
+                s.msgs.push(Message {
+                    time: i64::from(m),
+                    msg: format!("line {m} of {i}"),
+                });
+            }
+            s
+        })
+        .collect();
+    let refs: Vec<&DeviceState> = states.iter().collect();
+    store.save_all(&refs).await.unwrap();
+    let back = store.list().await.unwrap();
+    assert_eq!(back.len(), states.len());
+    for (a, b) in back.iter().zip(&states) {
+        assert_eq!(a, b);
+    }
+}

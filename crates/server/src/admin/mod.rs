@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/devices/{sn}/preview", get(pages::preview))
         .route("/admin/overview", get(pages::overview))
         .route("/admin/site", get(pages::site))
+        .route("/admin/site/reload", post(site_view::reload))
         .route("/admin/audit", get(pages::audit_page))
 }
 

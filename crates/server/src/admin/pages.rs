@@ -183,10 +183,13 @@ pub async fn devices(State(app): State<AppState>, req: Request) -> Response {
         offset: page * PAGE_SIZE,
         limit: PAGE_SIZE,
     };
-    let list = match service::list_devices(app.site(), app.store(), &lq, now()).await {
-        Ok(l) => l,
-        Err(e) => return err_page(&op, e),
-    };
+    let list =
+        match service::list_devices_indexed(&app.site(), app.store(), app.inventory(), &lq, now())
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => return err_page(&op, e),
+        };
     let mut b = format!(
         "<form method=\"get\" action=\"/admin/devices\"><input name=\"filter\" id=\"filter\" value=\"{}\" \
          placeholder=\"filter: whole words, all must match; present, missing\" size=\"50\">\
@@ -228,12 +231,16 @@ pub async fn devices(State(app): State<AppState>, req: Request) -> Response {
             );
         }
     }
+    // The query `show` columns (seed 003), after the fixed ones.
+    for title in &list.show_titles {
+        let _ = write!(b, "<th class=\"show\">{}</th>", esc(title));
+    }
     b.push_str("</tr>");
     for d in &list.devices {
         let _ = write!(
             b,
             "<tr class=\"{}\"><td><a href=\"/admin/devices/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             if d.missing { "missing" } else { "present" },
             enc(&d.sn),
             esc(&d.sn),
@@ -256,6 +263,10 @@ pub async fn devices(State(app): State<AppState>, req: Request) -> Response {
             esc(&d.last_backup.map(time).unwrap_or_else(|| "-".into())),
             esc(&d.certstat),
         );
+        for v in &d.show {
+            let _ = write!(b, "<td class=\"show\">{}</td>", esc(&v.value));
+        }
+        b.push_str("</tr>");
     }
     b.push_str("</table>");
     if list.total > PAGE_SIZE {
@@ -286,7 +297,7 @@ pub async fn device(State(app): State<AppState>, Path(sn): Path<String>, req: Re
         Err(e) => return err_page(&op, e),
     };
     let site = app.site();
-    let row = service::row(site, &d, now());
+    let row = service::row_with_show(&site, &d, now());
     let s = enc(&sn);
     let mut b = String::from("<h2>Identity</h2><table id=\"identity\">");
     for (k, v) in [
@@ -314,7 +325,21 @@ pub async fn device(State(app): State<AppState>, Path(sn): Path<String>, req: Re
     ] {
         let _ = write!(b, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
     }
-    b.push_str("</table><h2>Messages</h2><table id=\"messages\">");
+    b.push_str("</table>");
+    if !row.show.is_empty() {
+        // The query `show` values (seed 003), with their titles.
+        b.push_str("<h2>Status</h2><table id=\"show\">");
+        for v in &row.show {
+            let _ = write!(
+                b,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                esc(&v.title),
+                esc(&v.value)
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Messages</h2><table id=\"messages\">");
     for m in &d.msgs {
         let _ = write!(
             b,
@@ -344,7 +369,7 @@ pub async fn device(State(app): State<AppState>, Path(sn): Path<String>, req: Re
         );
     }
     b.push_str("</table><h2>Backups</h2>");
-    match service::list_backups(site, &d) {
+    match service::list_backups(&site, &d) {
         Ok(list) if !list.is_empty() => {
             let _ = write!(b, "<form method=\"get\" action=\"/admin/devices/{s}/diff\"><table id=\"backups\"><tr><th>old</th><th>new</th><th>File</th><th>Size</th><th>Time</th></tr>");
             let n = list.len();
@@ -371,7 +396,7 @@ pub async fn device(State(app): State<AppState>, Path(sn): Path<String>, req: Re
         }
     }
     b.push_str("<h2>Certificates</h2>");
-    let ci = service::cert_info(site, &d);
+    let ci = service::cert_info(&site, &d);
     let _ = write!(
         b,
         "<p>State: <span id=\"certstat\">{}</span></p>",
@@ -431,7 +456,7 @@ pub async fn resync(State(app): State<AppState>, Path(sn): Path<String>, req: Re
         Ok(x) => x,
         Err(r) => return r,
     };
-    match service::resync_device(app.site(), app.store(), &sn).await {
+    match service::resync_device(&app.site(), app.store(), &sn).await {
         Ok(outcome) => {
             auth::audit(&app, &op.user, "resync", &sn, &outcome).await;
             redirect(&format!("/admin/devices/{}", enc(&sn)))
@@ -452,7 +477,7 @@ pub async fn backup_download(
     };
     let r = async {
         let d = service::show_device(app.store(), &sn).await?;
-        service::read_backup(app.site(), &d, &name)
+        service::read_backup(&app.site(), &d, &name)
     }
     .await;
     match r {
@@ -488,7 +513,7 @@ pub async fn diff(State(app): State<AppState>, Path(sn): Path<String>, req: Requ
     let new = field(&q, "new").unwrap_or("").to_string();
     let r = async {
         let d = service::show_device(app.store(), &sn).await?;
-        service::diff_backups(app.site(), &d, &old, &new)
+        service::diff_backups(&app.site(), &d, &old, &new)
     }
     .await;
     match r {
@@ -525,7 +550,7 @@ pub async fn csr(State(app): State<AppState>, Path(sn): Path<String>, req: Reque
         Ok(o) => o,
         Err(r) => return r,
     };
-    match service::csr_pem(app.site(), &sn) {
+    match service::csr_pem(&app.site(), &sn) {
         Ok(p) => download(
             p.into_bytes(),
             &format!("{sn}-request.pem"),
@@ -546,7 +571,7 @@ pub async fn upload_cert(
         Err(r) => return r,
     };
     let pem = field(&form, "pem").unwrap_or("").to_string();
-    match service::upload_signed(app.site(), &sn, pem.as_bytes()) {
+    match service::upload_signed(&app.site(), &sn, pem.as_bytes()) {
         Ok(cn) => {
             auth::audit(&app, &op.user, "upload-certificate", &sn, &cn).await;
             redirect(&format!("/admin/devices/{}", enc(&sn)))
@@ -667,7 +692,14 @@ pub async fn overview(State(app): State<AppState>, req: Request) -> Response {
         Err(r) => return r,
     };
     let t = now();
-    let page = match service::list_devices(app.site(), app.store(), &ListQuery::default(), t).await
+    let page = match service::list_devices_indexed(
+        &app.site(),
+        app.store(),
+        app.inventory(),
+        &ListQuery::default(),
+        t,
+    )
+    .await
     {
         Ok(p) => p,
         Err(e) => return err_page(&op, e),
@@ -728,7 +760,7 @@ pub async fn site(State(app): State<AppState>, req: Request) -> Response {
         Ok(o) => o,
         Err(r) => return r,
     };
-    let b = super::site_view::render(&app);
+    let b = super::site_view::render(&app, &op.csrf, None);
     layout(&op, "Site", &b)
 }
 

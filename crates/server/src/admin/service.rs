@@ -1,16 +1,23 @@
 //! The operators' service layer over the device inventory: one set of functions for the web UI
 //! ([`crate::admin`]), the REST API ([`crate::api`]) and the CLI (`autoprov devices ...`).
 //! Decisions about devices stay in `autoprov-core` (the filter in
-//! [`autoprov_core::filter`]); this module gathers, sorts and pages.
+//! [`autoprov_core::filter`]); this module gathers, sorts and pages. The device list filters,
+//! sorts and pages over an inventory index ([`autoprov_core::inventory`]: the server's
+//! [`crate::inventory::InventoryIndex`], or one built for the call) and loads full states only
+//! for the rows of the page.
 
 use std::path::PathBuf;
 
 use autoprov_core::filter;
 use autoprov_core::innovaphone::backup;
+use autoprov_core::inventory::{Inventory, InventoryPage, InventoryQuery, SortKey};
+use autoprov_core::show;
 use autoprov_core::state::DeviceState;
 use autoprov_core::Site;
 use autoprov_store::Store;
 use serde::Serialize;
+
+use crate::inventory::{IndexQuery, InventoryIndex};
 
 /// Problems of a service call, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,17 @@ pub struct DeviceRow {
     pub last_backup: Option<i64>,
     pub certstat: String,
     pub missing: bool,
+    /// The query `show` columns (seed 003), in configuration order. Filled by
+    /// [`list_devices`] for the rows of the page and by [`row_with_show`]; empty from [`row`].
+    pub show: Vec<ShowValue>,
+}
+
+/// One `show` column of a device: the title and the string value of its XPath expression
+/// over the device state (empty when the data is missing or the expression is bad).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShowValue {
+    pub title: String,
+    pub value: String,
 }
 
 /// A page of the device list.
@@ -52,6 +70,8 @@ pub struct DevicePage {
     pub total: usize,
     pub offset: usize,
     pub limit: usize,
+    /// The titles of the query `show` columns (each row's `show` has one value per title).
+    pub show_titles: Vec<String>,
     pub devices: Vec<DeviceRow>,
 }
 
@@ -112,61 +132,156 @@ pub fn row(site: &Site, d: &DeviceState, now: i64) -> DeviceRow {
         last_backup: d.device.backup,
         certstat: s(&d.device.certstat),
         missing: filter::is_missing(d, now, site.config.status.missing),
+        show: Vec::new(),
     }
 }
 
-/// Filter (seed 003 semantics), sort and page the stored devices.
+/// The titles of the site's query `show` columns, in configuration order.
+pub fn show_titles(site: &Site) -> Vec<String> {
+    show::show_columns(&site.config)
+        .into_iter()
+        .map(|c| c.title)
+        .collect()
+}
+
+fn show_pairs(columns: &[show::ShowColumn], values: Vec<String>) -> Vec<ShowValue> {
+    columns
+        .iter()
+        .zip(values)
+        .map(|(c, value)| ShowValue {
+            title: c.title.clone(),
+            value,
+        })
+        .collect()
+}
+
+/// The `show` values of a fully loaded device state.
+pub fn show_values(site: &Site, d: &DeviceState) -> Vec<ShowValue> {
+    let columns = show::show_columns(&site.config);
+    if columns.is_empty() {
+        return Vec::new();
+    }
+    show_pairs(&columns, show::evaluate(d, &columns))
+}
+
+/// [`row`] with the `show` values (`d` must be fully loaded, with its query results).
+pub fn row_with_show(site: &Site, d: &DeviceState, now: i64) -> DeviceRow {
+    let mut r = row(site, d, now);
+    r.show = show_values(site, d);
+    r
+}
+
+/// The sort column and direction of `sort` (`-` prefix = descending; empty = `sn`).
+fn sort_key(sort: &str) -> Result<(SortKey, bool), ServiceError> {
+    let (desc, col) = match sort.strip_prefix('-') {
+        Some(c) => (true, c),
+        None => (false, sort),
+    };
+    let col = if col.is_empty() { "sn" } else { col };
+    match SortKey::parse(col) {
+        Some(k) if SORT_COLUMNS.contains(&col) => Ok((k, desc)),
+        _ => Err(ServiceError::Invalid(format!(
+            "cannot sort by '{col}': use one of {}",
+            SORT_COLUMNS.join(", ")
+        ))),
+    }
+}
+
+fn index_query(site: &Site, q: &ListQuery, now: i64) -> Result<IndexQuery, ServiceError> {
+    let (sort, descending) = sort_key(&q.sort)?;
+    Ok(IndexQuery {
+        filter: q.filter.clone(),
+        sort,
+        descending,
+        offset: q.offset,
+        limit: q.limit,
+        now,
+        missing_after: site.config.status.missing,
+    })
+}
+
+/// Filter (seed 003 semantics), sort and page the stored devices: reads every device into a
+/// temporary [`Inventory`] (the CLI; the server before its index is loaded).
 pub async fn list_devices(
     site: &Site,
     store: &Store,
     q: &ListQuery,
     now: i64,
 ) -> Result<DevicePage, ServiceError> {
+    let iq = index_query(site, q, now)?;
     let all = store.list_shallow().await?;
-    let missing_after = site.config.status.missing;
-    let mut rows: Vec<DeviceRow> = all
-        .iter()
-        .filter(|d| filter::device_matches(&q.filter, d, now, missing_after))
-        .map(|d| row(site, d, now))
-        .collect();
-    let (desc, col) = match q.sort.strip_prefix('-') {
-        Some(c) => (true, c),
-        None => (false, q.sort.as_str()),
-    };
-    let col = if col.is_empty() { "sn" } else { col };
-    if !SORT_COLUMNS.contains(&col) {
-        return Err(ServiceError::Invalid(format!(
-            "cannot sort by '{col}': use one of {}",
-            SORT_COLUMNS.join(", ")
-        )));
+    // Seconds of work for a million devices: not on an async worker.
+    let page = tokio::task::spawn_blocking(move || {
+        let inv = Inventory::from_states(&all);
+        drop(all);
+        inv.query(&InventoryQuery {
+            filter: &iq.filter,
+            sort: iq.sort,
+            descending: iq.descending,
+            offset: iq.offset,
+            limit: iq.limit,
+            now,
+            missing_after: iq.missing_after,
+        })
+    })
+    .await
+    .map_err(|e| ServiceError::Io(format!("device list failed: {e}")))?;
+    finish_page(site, store, q, page, now).await
+}
+
+/// [`list_devices`] over the server's inventory index (the web UI, the REST API); reads the
+/// store instead while the index is still loading.
+pub async fn list_devices_indexed(
+    site: &Site,
+    store: &Store,
+    index: &InventoryIndex,
+    q: &ListQuery,
+    now: i64,
+) -> Result<DevicePage, ServiceError> {
+    let iq = index_query(site, q, now)?;
+    match index.query(iq).await {
+        Some(page) => finish_page(site, store, q, page, now).await,
+        None => list_devices(site, store, q, now).await,
     }
-    rows.sort_by(|a, b| {
-        let o = match col {
-            "vendor" => a.vendor.cmp(&b.vendor),
-            "model" => a.model.cmp(&b.model),
-            "name" => a.name.cmp(&b.name),
-            "ip" => a.ip.cmp(&b.ip),
-            "phase" => a.phase.cmp(&b.phase),
-            "firmware" => a.firmware.cmp(&b.firmware),
-            "seen" => a.seen.cmp(&b.seen),
-            "last_backup" => a.last_backup.cmp(&b.last_backup),
-            _ => std::cmp::Ordering::Equal,
-        };
-        let o = o.then_with(|| a.sn.cmp(&b.sn));
-        if desc {
-            o.reverse()
-        } else {
-            o
-        }
-    });
-    let total = rows.len();
+}
+
+/// The rows of an index page, with the query `show` columns.
+async fn finish_page(
+    site: &Site,
+    store: &Store,
+    q: &ListQuery,
+    page: InventoryPage,
+    now: i64,
+) -> Result<DevicePage, ServiceError> {
+    let total = page.total;
     let offset = q.offset.min(total);
     let limit = if q.limit == 0 { total } else { q.limit };
-    let devices: Vec<DeviceRow> = rows.into_iter().skip(offset).take(limit).collect();
+    let mut devices: Vec<DeviceRow> = page
+        .rows
+        .iter()
+        .map(|s| row(site, &s.to_state(), now))
+        .collect();
+    // The show columns need the query results, which the index leaves out: load the rows of
+    // this page only, and compile the expressions once for all of them.
+    let columns = show::show_columns(&site.config);
+    if !columns.is_empty() {
+        let mut states = Vec::with_capacity(devices.len());
+        for r in &devices {
+            let st = store.load(&r.sn).await?;
+            states.push(st.unwrap_or_else(|| DeviceState::new(&r.sn, r.seen)));
+        }
+        for (r, values) in devices
+            .iter_mut()
+            .zip(show::evaluate_all(&states, &columns))
+        {
+            r.show = show_pairs(&columns, values);
+        }
+    }
     Ok(DevicePage {
         total,
         offset,
         limit,
+        show_titles: columns.into_iter().map(|c| c.title).collect(),
         devices,
     })
 }

@@ -1,14 +1,53 @@
-//! The site page: phases, classes, environments, snippets with their age and grace countdown.
+//! The site page: phases, classes, environments, snippets with their age and grace countdown,
+//! and the "Reload site" button (`POST /admin/site/reload`).
 
 use std::fmt::Write as _;
 
-use super::{ago, esc};
-use crate::app::{now, AppState};
+use axum::extract::{Request, State};
+use axum::response::Response;
 
-/// The body of `/admin/site`.
-pub fn render(app: &AppState) -> String {
-    let cfg = &app.site().config;
-    let mut b = format!(
+use super::{ago, auth, esc, layout, require_form};
+use crate::app::{now, AppState};
+use crate::reload::{ReloadError, ReloadReport};
+
+/// The body of `/admin/site`; `reloaded` is the outcome of a reload just done.
+pub fn render(
+    app: &AppState,
+    csrf: &str,
+    reloaded: Option<&Result<ReloadReport, ReloadError>>,
+) -> String {
+    let site = app.site();
+    let cfg = &site.config;
+    let mut b = String::new();
+    match reloaded {
+        None => {}
+        Some(Ok(r)) => {
+            b.push_str("<div id=\"reload-result\" class=\"add\"><p>Site reloaded.</p>");
+            for l in &r.restart_needed {
+                let _ = write!(b, "<p class=\"restart\">{}</p>", esc(l));
+            }
+            if !r.warnings.is_empty() {
+                let _ = write!(b, "<pre>{}</pre>", esc(&r.warnings.join("\n")));
+            }
+            b.push_str("</div>");
+        }
+        Some(Err(e)) => {
+            let _ = write!(
+                b,
+                "<div id=\"reload-result\" class=\"del\"><p>Reload refused, the running site stays:</p><pre>{}</pre></div>",
+                esc(&e.0)
+            );
+        }
+    }
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/admin/site/reload\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <button id=\"reload\">Reload site</button> (re-reads autoprov.toml and the firmware catalogue; \
+         listeners, TLS files and the database need a restart)</form>",
+        esc(csrf)
+    );
+    let _ = write!(
+        b,
         "<p>Site directory: {}</p><h2>Phases</h2><table id=\"phases\"><tr><th>Phase</th><th>Seq</th></tr>",
         esc(&app.site_dir().display().to_string())
     );
@@ -42,7 +81,7 @@ pub fn render(app: &AppState) -> String {
     );
     let t = now();
     let mut files: Vec<(String, i64)> = Vec::new();
-    if let Some(dir) = app.site().path(&cfg.times.dir) {
+    if let Some(dir) = site.path(&cfg.times.dir) {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 let Ok(m) = e.metadata() else { continue };
@@ -91,6 +130,37 @@ pub fn render(app: &AppState) -> String {
             esc(&t.groups.join(", "))
         );
     }
-    b.push_str("</table><p>Configuration changes are read when `autoprov serve` starts: restart it to reload the site.</p>");
+    b.push_str("</table>");
     b
+}
+
+/// POST /admin/site/reload: re-read and check the site, swap it in when it has no errors.
+pub async fn reload(State(app): State<AppState>, req: Request) -> Response {
+    let (op, _, _) = match require_form(&app, req).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let r = app.reload_site().await;
+    audit_reload(&app, &op.user, "ui", &r).await;
+    layout(&op, "Site", &render(&app, &op.csrf, Some(&r)))
+}
+
+/// The audit entry of a reload (`via`: ui, api, sighup).
+pub async fn audit_reload(
+    app: &AppState,
+    user: &str,
+    via: &str,
+    r: &Result<ReloadReport, ReloadError>,
+) {
+    let detail = match r {
+        Ok(rep) if rep.restart_needed.is_empty() => format!("{via}: ok"),
+        Ok(rep) => format!("{via}: ok; {}", rep.restart_needed.join("; ")),
+        Err(e) => format!("{via}: refused: {}", e.0),
+    };
+    let action = if r.is_ok() {
+        "reload-site"
+    } else {
+        "reload-site-failed"
+    };
+    auth::audit(app, user, action, "site", &detail).await;
 }

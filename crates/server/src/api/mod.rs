@@ -7,6 +7,7 @@
 //! `/api/v1/openapi.json` ([`openapi`]); every path in it is exercised by the e2e tests.
 
 pub mod openapi;
+pub mod site;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -16,8 +17,8 @@ use axum::Router;
 use serde::Serialize;
 
 use crate::admin::auth::{self, Operator};
+use crate::admin::query;
 use crate::admin::service::{self, ListQuery, ServiceError};
-use crate::admin::{field, query};
 use crate::app::{now, AppState};
 
 /// The API's routes (merged into [`crate::router`]).
@@ -37,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/devices/{sn}/preview", get(preview))
         .route("/api/v1/devices/{sn}/resync", axum::routing::post(resync))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/site/reload", axum::routing::post(site::reload))
 }
 
 #[derive(Serialize)]
@@ -115,28 +117,66 @@ macro_rules! caller {
     };
 }
 
+/// String query parameter `k` (`None` when absent); given twice is an error.
+fn str_param<'a>(q: &'a [(String, String)], k: &str) -> Result<Option<&'a str>, String> {
+    let mut it = q.iter().filter(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    match (it.next(), it.next()) {
+        (v, None) => Ok(v),
+        _ => Err(format!("{k} given more than once")),
+    }
+}
+
+/// Integer query parameter `k` in `min..=max` (`d` when absent), else a message for 400.
+fn int_param(q: &[(String, String)], k: &str, d: i64, min: i64, max: i64) -> Result<i64, String> {
+    let all: Vec<&str> = q
+        .iter()
+        .filter(|(n, _)| n == k)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let v = match all.as_slice() {
+        [] => return Ok(d),
+        [v] => *v,
+        _ => return Err(format!("{k} given more than once")),
+    };
+    match v.parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{k} must be an integer from {min} to {max}")),
+    }
+}
+
 /// GET /api/v1/devices?filter=&sort=&offset=&limit=
 async fn list(State(app): State<AppState>, req: Request) -> Response {
     caller!(app, req);
     let q = query(&req);
-    let num = |k: &str, d: usize| -> Result<usize, String> {
-        match field(&q, k) {
-            None | Some("") => Ok(d),
-            Some(v) => v.parse().map_err(|_| format!("{k} must be a number")),
-        }
-    };
-    let (offset, limit) = match (num("offset", 0), num("limit", 100)) {
-        // 0 would mean "all" to the service layer: not for the API (100k devices).
-        (Ok(o), Ok(l)) => (o, if l == 0 { 100 } else { l.min(10_000) }),
+    // 0 would mean "all" to the service layer: not for the API (100k devices), so limit >= 1.
+    let (offset, limit) = match (
+        int_param(&q, "offset", 0, 0, openapi::MAX_OFFSET),
+        int_param(&q, "limit", 100, 1, openapi::MAX_LIMIT),
+    ) {
+        (Ok(o), Ok(l)) => (o as usize, l as usize),
         (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
     };
+    let (filter, sort) = match (str_param(&q, "filter"), str_param(&q, "sort")) {
+        (Ok(f), Ok(s)) => (f.unwrap_or(""), s.unwrap_or("sn")),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    if !openapi::sort_values().iter().any(|v| v == sort) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "cannot sort by '{sort}': use one of {} (leading - = descending)",
+                service::SORT_COLUMNS.join(", ")
+            ),
+        );
+    }
     let lq = ListQuery {
-        filter: field(&q, "filter").unwrap_or("").to_string(),
-        sort: field(&q, "sort").unwrap_or("sn").to_string(),
+        filter: filter.to_string(),
+        sort: sort.to_string(),
         offset,
         limit,
     };
-    match service::list_devices(app.site(), app.store(), &lq, now()).await {
+    match service::list_devices_indexed(&app.site(), app.store(), app.inventory(), &lq, now()).await
+    {
         Ok(p) => json(StatusCode::OK, &p),
         Err(e) => service_error(e),
     }
@@ -152,7 +192,8 @@ async fn show(State(app): State<AppState>, Path(sn): Path<String>, req: Request)
                 summary: service::DeviceRow,
                 state: autoprov_core::state::DeviceState,
             }
-            let summary = service::row(app.site(), &d, now());
+            // With the query `show` values (seed 003) as `summary.show`: [{title, value}].
+            let summary = service::row_with_show(&app.site(), &d, now());
             json(StatusCode::OK, &Show { summary, state: d })
         }
         Err(e) => service_error(e),
@@ -176,7 +217,7 @@ async fn backups(State(app): State<AppState>, Path(sn): Path<String>, req: Reque
     caller!(app, req);
     let r = async {
         let d = service::show_device(app.store(), &sn).await?;
-        service::list_backups(app.site(), &d)
+        service::list_backups(&app.site(), &d)
     }
     .await;
     match r {
@@ -194,7 +235,7 @@ async fn backup(
     caller!(app, req);
     let r = async {
         let d = service::show_device(app.store(), &sn).await?;
-        service::read_backup(app.site(), &d, &name)
+        service::read_backup(&app.site(), &d, &name)
     }
     .await;
     match r {
@@ -207,11 +248,13 @@ async fn backup(
 async fn diff(State(app): State<AppState>, Path(sn): Path<String>, req: Request) -> Response {
     caller!(app, req);
     let q = query(&req);
-    let old = field(&q, "old").unwrap_or("").to_string();
-    let new = field(&q, "new").unwrap_or("").to_string();
+    let (old, new) = match (str_param(&q, "old"), str_param(&q, "new")) {
+        (Ok(o), Ok(n)) => (o.unwrap_or("").to_string(), n.unwrap_or("").to_string()),
+        (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
+    };
     let r = async {
         let d = service::show_device(app.store(), &sn).await?;
-        service::diff_backups(app.site(), &d, &old, &new)
+        service::diff_backups(&app.site(), &d, &old, &new)
     }
     .await;
     match r {
@@ -228,7 +271,7 @@ async fn certificate(
 ) -> Response {
     caller!(app, req);
     match service::show_device(app.store(), &sn).await {
-        Ok(d) => json(StatusCode::OK, &service::cert_info(app.site(), &d)),
+        Ok(d) => json(StatusCode::OK, &service::cert_info(&app.site(), &d)),
         Err(e) => service_error(e),
     }
 }
@@ -240,13 +283,16 @@ async fn upload_certificate(
     req: Request,
 ) -> Response {
     let op = caller!(app, req);
+    if let Err(e) = service::show_device(app.store(), &sn).await {
+        return service_error(e);
+    }
     let Some(body) = crate::admin::body_text(req.into_body()).await else {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "certificate larger than 1 MiB",
         );
     };
-    match service::upload_signed(app.site(), &sn, &body) {
+    match service::upload_signed(&app.site(), &sn, &body) {
         Ok(cn) => {
             auth::audit(&app, &op.user, "upload-certificate", &sn, &cn).await;
             json(StatusCode::OK, &serde_json::json!({ "installed": cn }))
@@ -258,7 +304,10 @@ async fn upload_certificate(
 /// GET /api/v1/devices/{sn}/csr
 async fn csr(State(app): State<AppState>, Path(sn): Path<String>, req: Request) -> Response {
     caller!(app, req);
-    match service::csr_pem(app.site(), &sn) {
+    if let Err(e) = service::show_device(app.store(), &sn).await {
+        return service_error(e);
+    }
+    match service::csr_pem(&app.site(), &sn) {
         Ok(p) => crate::admin::pages::download(
             p.into_bytes(),
             &format!("{sn}-request.pem"),
@@ -283,7 +332,7 @@ async fn preview(State(app): State<AppState>, Path(sn): Path<String>, req: Reque
 /// POST /api/v1/devices/{sn}/resync
 async fn resync(State(app): State<AppState>, Path(sn): Path<String>, req: Request) -> Response {
     let op = caller!(app, req);
-    match service::resync_device(app.site(), app.store(), &sn).await {
+    match service::resync_device(&app.site(), app.store(), &sn).await {
         Ok(outcome) => {
             auth::audit(&app, &op.user, "resync", &sn, &outcome).await;
             json(StatusCode::OK, &serde_json::json!({ "outcome": outcome }))
@@ -296,10 +345,10 @@ async fn resync(State(app): State<AppState>, Path(sn): Path<String>, req: Reques
 async fn audit(State(app): State<AppState>, req: Request) -> Response {
     caller!(app, req);
     let q = query(&req);
-    let limit: i64 = field(&q, "limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 10_000);
+    let limit = match int_param(&q, "limit", 100, 1, openapi::MAX_LIMIT) {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
     match app.store().audit_recent(limit).await {
         Ok(l) => {
             let v: Vec<_> = l

@@ -1,0 +1,424 @@
+//! The server's device inventory index ([`autoprov_core::inventory::Inventory`]) kept up to
+//! date, so the device list of the web UI and the REST API filters, counts, sorts and pages in
+//! memory instead of loading every device per request (issues 4, 6).
+//!
+//! * [`InventoryIndex::new`] registers a [`StoreObserver`] with the store: every save, delete,
+//!   touch and expiry made through this process's store reaches the index. Changes are queued
+//!   and applied when the index lock is free (at the latest before the next list query), so a
+//!   saving task never waits for a running query.
+//! * A background task loads the index from [`Store::list_shallow`]; changes queued meanwhile
+//!   are replayed on top (they are absolute: a state, a deletion, a time), so nothing is lost.
+//!   Until it is loaded, [`InventoryIndex::query`] answers `None` and the list falls back to
+//!   reading the store.
+//! * On PostgreSQL other replicas write too: every [`REFRESH_EVERY`] the task reads the devices
+//!   seen since the last refresh (minus [`CLOCK_SLACK`]), and every [`RECONCILE_EVERY`] it drops
+//!   devices the database no longer has. On SQLite (one server) both happen every
+//!   [`RECONCILE_EVERY`], for changes other processes make (`autoprov devices forget`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use autoprov_core::inventory::{DeviceSummary, Inventory, InventoryPage, InventoryQuery};
+use autoprov_core::state::DeviceState;
+use autoprov_store::{Backend, Store, StoreObserver};
+
+/// How often the index reads other replicas' changes (PostgreSQL).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How often the index drops devices other replicas deleted (PostgreSQL).
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// Seconds subtracted from the last refresh time: replicas' clocks and in-flight saves.
+pub const CLOCK_SLACK: i64 = 5;
+/// Changes queued before the first load beyond this many are dropped and the load repeated.
+const MAX_PENDING: usize = 1_000_000;
+
+/// One change reported by the store.
+enum Change {
+    Saved(Box<DeviceSummary>),
+    Deleted(String),
+    Expired(i64),
+    Touched(String, i64),
+}
+
+struct Shared {
+    inv: RwLock<Inventory>,
+    pending: Mutex<Pending>,
+    loaded: AtomicBool,
+    started: AtomicBool,
+}
+
+#[derive(Default)]
+struct Pending {
+    changes: Vec<Change>,
+    /// Changes were dropped before the index was loaded: load again.
+    overflow: bool,
+}
+
+impl Shared {
+    fn push(&self, c: Change) {
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.changes.len() >= MAX_PENDING && !self.loaded.load(Ordering::Acquire) {
+                p.changes.clear();
+                p.overflow = true;
+            }
+            p.changes.push(c);
+        }
+        if self.loaded.load(Ordering::Acquire) {
+            if let Ok(mut inv) = self.inv.try_write() {
+                self.drain(&mut inv);
+            }
+        }
+    }
+
+    /// Apply the queued changes; the caller holds the write lock, which keeps them in order.
+    fn drain(&self, inv: &mut Inventory) {
+        let changes = std::mem::take(
+            &mut self
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .changes,
+        );
+        for c in changes {
+            match c {
+                Change::Saved(s) => inv.upsert_summary(*s),
+                Change::Deleted(sn) => {
+                    inv.remove(&sn);
+                }
+                Change::Expired(t) => {
+                    inv.expire(t);
+                }
+                Change::Touched(sn, seen) => {
+                    inv.touch(&sn, seen);
+                }
+            }
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inventory> {
+        self.inv.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_pending(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changes
+            .is_empty()
+    }
+}
+
+/// What the store calls; holds the index weakly so a dropped server state frees it.
+struct Observer(Weak<Shared>);
+
+impl StoreObserver for Observer {
+    fn saved(&self, state: &DeviceState) {
+        if let Some(s) = self.0.upgrade() {
+            s.push(Change::Saved(Box::new(DeviceSummary::from_state(state))));
+        }
+    }
+    fn deleted(&self, sn: &str) {
+        if let Some(s) = self.0.upgrade() {
+            s.push(Change::Deleted(sn.to_string()));
+        }
+    }
+    fn expired(&self, older_than: i64) {
+        if let Some(s) = self.0.upgrade() {
+            s.push(Change::Expired(older_than));
+        }
+    }
+    fn touched(&self, sn: &str, seen: i64) {
+        if let Some(s) = self.0.upgrade() {
+            s.push(Change::Touched(sn.to_string(), seen));
+        }
+    }
+}
+
+/// The shared, self-updating index. Cheap to clone.
+#[derive(Clone)]
+pub struct InventoryIndex {
+    shared: Arc<Shared>,
+    store: Store,
+    /// [`REFRESH_EVERY`], [`RECONCILE_EVERY`] (shorter in tests).
+    every: (Duration, Duration),
+}
+
+/// An owned list query for [`InventoryIndex::query`].
+#[derive(Debug, Clone)]
+pub struct IndexQuery {
+    pub filter: String,
+    pub sort: autoprov_core::inventory::SortKey,
+    pub descending: bool,
+    pub offset: usize,
+    pub limit: usize,
+    pub now: i64,
+    pub missing_after: u64,
+}
+
+impl InventoryIndex {
+    /// An index of `store`'s devices: registers for its changes and, inside a Tokio runtime,
+    /// starts loading (else the first [`InventoryIndex::query`] starts it).
+    pub fn new(store: &Store) -> InventoryIndex {
+        InventoryIndex::with_intervals(store, REFRESH_EVERY, RECONCILE_EVERY)
+    }
+
+    fn with_intervals(store: &Store, refresh: Duration, reconcile: Duration) -> InventoryIndex {
+        let shared = Arc::new(Shared {
+            inv: RwLock::new(Inventory::new()),
+            pending: Mutex::new(Pending::default()),
+            loaded: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+        });
+        store.observe(Arc::new(Observer(Arc::downgrade(&shared))));
+        let index = InventoryIndex {
+            shared,
+            store: store.clone(),
+            every: (refresh, reconcile),
+        };
+        index.start();
+        index
+    }
+
+    /// Whether the first load is done.
+    pub fn is_loaded(&self) -> bool {
+        self.shared.loaded.load(Ordering::Acquire)
+    }
+
+    /// Start the loading and refreshing task once, if a runtime is there.
+    fn start(&self) {
+        if tokio::runtime::Handle::try_current().is_err()
+            || self.shared.started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak = Arc::downgrade(&self.shared);
+        let store = self.store.clone();
+        tokio::spawn(maintain(weak, store, self.every));
+    }
+
+    /// Filter, count, sort and page; `None` while the index is still loading.
+    pub async fn query(&self, q: IndexQuery) -> Option<InventoryPage> {
+        self.start();
+        if !self.is_loaded() {
+            return None;
+        }
+        let shared = self.shared.clone();
+        let run = move || {
+            if shared.has_pending() {
+                let mut inv = shared.write();
+                shared.drain(&mut inv);
+            }
+            let inv = shared.inv.read().unwrap_or_else(|e| e.into_inner());
+            inv.query(&InventoryQuery {
+                filter: &q.filter,
+                sort: q.sort,
+                descending: q.descending,
+                offset: q.offset,
+                limit: q.limit,
+                now: q.now,
+                missing_after: q.missing_after,
+            })
+        };
+        // A query over a million devices takes tens of milliseconds: off the async workers.
+        tokio::task::spawn_blocking(run).await.ok()
+    }
+}
+
+/// Load the index, then (PostgreSQL) follow other replicas' changes while the index lives.
+async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Duration, Duration)) {
+    let mut last_refresh;
+    loop {
+        let started = crate::app::now();
+        let states = match store.list_shallow().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the device inventory index; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Some(shared) = weak.upgrade() else { return };
+        let done = tokio::task::spawn_blocking(move || {
+            let fresh = Inventory::from_states(&states);
+            drop(states);
+            let mut inv = shared.write();
+            *inv = fresh;
+            let again = std::mem::take(
+                &mut shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .overflow,
+            );
+            if again {
+                return false;
+            }
+            shared.drain(&mut inv);
+            shared.loaded.store(true, Ordering::Release);
+            tracing::info!(devices = inv.len(), "device inventory index loaded");
+            true
+        })
+        .await;
+        match done {
+            Ok(true) => {
+                last_refresh = started;
+                break;
+            }
+            Ok(false) => continue,
+            Err(_) => return,
+        }
+    }
+    // PostgreSQL: other replicas write all the time. SQLite: one server, but other processes
+    // (`autoprov devices forget`, an import) may change the file now and then.
+    let refresh = if store.backend() == Backend::Postgres {
+        refresh
+    } else {
+        reconcile
+    };
+    let mut last_reconcile = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(refresh).await;
+        if weak.strong_count() == 0 {
+            return;
+        }
+        let started = crate::app::now();
+        match store.list_shallow_since(last_refresh - CLOCK_SLACK).await {
+            Ok(states) => {
+                let Some(shared) = weak.upgrade() else { return };
+                let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                p.changes.extend(
+                    states
+                        .iter()
+                        .map(|d| Change::Saved(Box::new(DeviceSummary::from_state(d)))),
+                );
+                drop(p);
+                if let Ok(mut inv) = shared.inv.try_write() {
+                    shared.drain(&mut inv);
+                }
+                last_refresh = started;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the device inventory index"),
+        }
+        if last_reconcile.elapsed() < reconcile {
+            continue;
+        }
+        last_reconcile = tokio::time::Instant::now();
+        let Some(shared) = weak.upgrade() else { return };
+        let before = {
+            let mut inv = shared.write();
+            shared.drain(&mut inv);
+            inv.version()
+        };
+        match store.serials().await {
+            Ok(mut serials) => {
+                // The database's collation may differ from byte order.
+                serials.sort_unstable();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let mut inv = shared.write();
+                    shared.drain(&mut inv);
+                    let gone = inv.retain_known(&serials, before);
+                    if gone > 0 {
+                        tracing::info!(devices = gone, "devices deleted elsewhere left the index");
+                    }
+                })
+                .await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reconcile the device inventory index"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(filter: &str) -> IndexQuery {
+        IndexQuery {
+            filter: filter.into(),
+            sort: autoprov_core::inventory::SortKey::Sn,
+            descending: false,
+            offset: 0,
+            limit: 0,
+            now: 0,
+            missing_after: 0,
+        }
+    }
+
+    async fn loaded(index: &InventoryIndex) {
+        for _ in 0..500 {
+            if index.is_loaded() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("index not loaded");
+    }
+
+    #[tokio::test]
+    async fn follows_the_store() {
+        let store = Store::open_memory().await.unwrap();
+        let mut d = DeviceState::new("00-90-33-00-00-01", 100);
+        d.device.ip = Some("172.16.0.1".into());
+        store.save(&d).await.unwrap();
+        let index = InventoryIndex::new(&store);
+        loaded(&index).await;
+        assert_eq!(index.query(q("172.16.")).await.unwrap().total, 1);
+        let mut e = DeviceState::new("00-90-33-00-00-02", 200);
+        e.device.ip = Some("172.16.0.2".into());
+        store.save(&e).await.unwrap();
+        assert_eq!(index.query(q("172.16.")).await.unwrap().total, 2);
+        assert!(store.touch(&e.sn, 300).await.unwrap());
+        let page = index.query(q("00-90-33-00-00-02")).await.unwrap();
+        assert_eq!(page.rows[0].seen, 300);
+        assert!(store.delete(&d.sn).await.unwrap());
+        assert_eq!(index.query(q("")).await.unwrap().total, 1);
+        store.expire(1000).await.unwrap();
+        assert_eq!(index.query(q("")).await.unwrap().total, 0);
+    }
+
+    /// Another replica's saves and deletions reach the index (PostgreSQL only: runs when
+    /// `AUTOPROV_TEST_POSTGRES` is set, as in `test.sh`).
+    #[tokio::test]
+    async fn follows_other_replicas_on_postgres() {
+        let Some(server) = autoprov_store::testing::test_postgres() else {
+            return;
+        };
+        let url = autoprov_store::testing::fresh_postgres_database(&server)
+            .await
+            .unwrap();
+        let a = Store::connect(&url).await.unwrap();
+        let b = Store::connect(&url).await.unwrap();
+        let now = crate::app::now();
+        b.save(&DeviceState::new("00-90-33-00-00-01", now))
+            .await
+            .unwrap();
+        let index = InventoryIndex::with_intervals(
+            &a,
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+        );
+        loaded(&index).await;
+        assert_eq!(index.query(q("")).await.unwrap().total, 1);
+        // b is another replica: a's index hears of it only by polling.
+        let mut d = DeviceState::new("00-90-33-00-00-02", now);
+        d.device.ip = Some("172.16.9.9".into());
+        b.save(&d).await.unwrap();
+        b.delete("00-90-33-00-00-01").await.unwrap();
+        let mut ok = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let page = index.query(q("")).await.unwrap();
+            if page.total == 1 && page.rows[0].sn == d.sn {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "the index follows the other replica");
+        assert_eq!(index.query(q("172.16.")).await.unwrap().total, 1);
+    }
+}
