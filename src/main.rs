@@ -4,6 +4,10 @@
 //! Only this binary uses `anyhow`; the libraries return typed errors. Exit codes: 0 success,
 //! 1 failure (a message on stderr says what to do), 2 usage error (from clap).
 
+/// mimalloc instead of the system allocator: the request path allocates many small strings.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod demo;
 mod devices_cli;
 mod discovery_cli;

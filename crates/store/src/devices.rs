@@ -1,8 +1,10 @@
-//! Device state persistence: [`DeviceState`] to and from the `devices` table and its children
-//! (`device_vars`, `device_messages`, `device_scripts`, `device_queries`).
+//! Device state persistence: [`DeviceState`] to and from the `devices` table (whose `msgs`
+//! column holds the message log as a JSON array of `[time, text]` pairs: one value per poll
+//! instead of hundreds of rows) and its children (`device_vars`, `device_scripts`,
+//! `device_queries`).
 //!
 //! Saving writes exactly what the struct holds, so `load` after `save` gives back an equal
-//! value: list order is kept through the `pos` columns (messages through their ids). This
+//! value: list order is kept through the `pos` columns and the array order. This
 //! module only moves data: it must not prune messages, pick phases or otherwise decide anything;
 //! that is `autoprov-core`'s job.
 
@@ -20,13 +22,13 @@ use crate::{Result, Store};
 const DEVICE_COLUMNS: &str = "sn, seen, phase, nextphase, skipnext, requested, device_type, \
      classes, ip, rp, proxy, realip, hwid, device_phase, environments, backup, certstat, \
      request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, boot_requested_at, \
-     vendor, model, first_seen";
+     vendor, model, first_seen, msgs";
 
 const UPSERT_DEVICE_HEAD: &str = "INSERT INTO devices (sn, seen, phase, nextphase, skipnext, \
      requested, device_type, classes, ip, rp, proxy, realip, hwid, device_phase, environments, \
      backup, certstat, request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, \
-     boot_requested_at, vendor, model, first_seen) VALUES ";
-const DEVICE_BINDS: usize = 26;
+     boot_requested_at, vendor, model, first_seen, msgs) VALUES ";
+const DEVICE_BINDS: usize = 27;
 const UPSERT_DEVICE_TAIL: &str = " ON CONFLICT (sn) DO UPDATE SET seen = excluded.seen, \
      phase = excluded.phase, nextphase = excluded.nextphase, skipnext = excluded.skipnext, \
      requested = excluded.requested, device_type = excluded.device_type, \
@@ -37,7 +39,7 @@ const UPSERT_DEVICE_TAIL: &str = " ON CONFLICT (sn) DO UPDATE SET seen = exclude
      fw_build = excluded.fw_build, fw_requested = excluded.fw_requested, \
      fw_requested_at = excluded.fw_requested_at, boot_build = excluded.boot_build, \
      boot_requested_at = excluded.boot_requested_at, vendor = excluded.vendor, \
-     model = excluded.model, first_seen = excluded.first_seen";
+     model = excluded.model, first_seen = excluded.first_seen, msgs = excluded.msgs";
 
 /// Bind parameters per statement. Far below the engines' limits on purpose: binding cost grows
 /// faster than linearly with the statement size (measured: 1 500 devices with 12 messages each
@@ -108,9 +110,6 @@ impl Store {
         for row in self.children(&mut tx, VARS, where_sn, sn).await? {
             state.device.vars.push(var_from_row(&row));
         }
-        for row in self.children(&mut tx, MESSAGES, where_sn, sn).await? {
-            state.msgs.push(message_from_row(&row));
-        }
         for row in self.children(&mut tx, SCRIPTS, where_sn, sn).await? {
             state.scripts.push(script_from_row(&row));
         }
@@ -174,11 +173,6 @@ impl Store {
         for row in self.children(&mut tx, VARS, "", "").await? {
             if let Some(i) = owner(&row) {
                 out[i].device.vars.push(var_from_row(&row));
-            }
-        }
-        for row in self.children(&mut tx, MESSAGES, "", "").await? {
-            if let Some(i) = owner(&row) {
-                out[i].msgs.push(message_from_row(&row));
             }
         }
         for row in self.children(&mut tx, SCRIPTS, "", "").await? {
@@ -305,12 +299,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
 
-            for table in [
-                "device_vars",
-                "device_messages",
-                "device_scripts",
-                "device_queries",
-            ] {
+            for table in ["device_vars", "device_scripts", "device_queries"] {
                 let sql = format!(
                     "DELETE FROM {table} WHERE sn IN ({})",
                     (1..=chunk.len())
@@ -326,15 +315,11 @@ impl Store {
             }
 
             let mut vars = Vec::new();
-            let mut msgs = Vec::new();
             let mut scripts = Vec::new();
             let mut queries = Vec::new();
             for s in chunk {
                 for (pos, (name, time)) in last_per_key(&s.device.vars, |v| v.0.as_str()) {
                     vars.push((s.sn.as_str(), name.as_str(), *time, pos));
-                }
-                for m in &s.msgs {
-                    msgs.push((s.sn.as_str(), m));
                 }
                 for (pos, sc) in last_per_key(&s.scripts, |x| x.filename.as_str()) {
                     scripts.push((s.sn.as_str(), sc, pos));
@@ -350,15 +335,6 @@ impl Store {
                 4,
                 &vars,
                 |q, (sn, name, time, pos)| q.bind(nf(*sn)).bind(nf(*name)).bind(*time).bind(*pos),
-            )
-            .await?;
-            insert_rows(
-                tx,
-                mark,
-                "INSERT INTO device_messages (sn, time, msg) VALUES ",
-                3,
-                &msgs,
-                |q, (sn, m)| q.bind(nf(*sn)).bind(m.time).bind(nf(&m.msg)),
             )
             .await?;
             insert_rows(
@@ -435,11 +411,6 @@ const VARS: Child = Child {
     columns: "sn, name, time",
     order: "sn, pos, name",
 };
-const MESSAGES: Child = Child {
-    table: "device_messages",
-    columns: "sn, time, msg",
-    order: "sn, id",
-};
 const SCRIPTS: Child = Child {
     table: "device_scripts",
     columns: "sn, filename, delivered, version",
@@ -484,7 +455,7 @@ fn device_from_row(row: &AnyRow) -> DeviceState {
             build: opt_string(row, t, "boot_build"),
             requested_at: opt_i64(row, t, "boot_requested_at"),
         },
-        msgs: Vec::new(),
+        msgs: messages_from_json(&string_or_empty(row, t, "msgs")),
         scripts: Vec::new(),
         queries: Vec::new(),
         vendor: opt_string(row, t, "vendor"),
@@ -496,14 +467,6 @@ fn device_from_row(row: &AnyRow) -> DeviceState {
 fn var_from_row(row: &AnyRow) -> (String, i64) {
     let t = "device_vars";
     (string_or_empty(row, t, "name"), i64_or_zero(row, t, "time"))
-}
-
-fn message_from_row(row: &AnyRow) -> Message {
-    let t = "device_messages";
-    Message {
-        time: i64_or_zero(row, t, "time"),
-        msg: string_or_empty(row, t, "msg"),
-    }
 }
 
 fn script_from_row(row: &AnyRow) -> DeliveredScript {
@@ -552,6 +515,52 @@ fn bind_device<'q>(q: AnyQuery<'q>, s: &DeviceState) -> AnyQuery<'q> {
         .bind(nf(&s.vendor))
         .bind(nf(&s.model))
         .bind(s.first_seen)
+        .bind(nf(messages_to_json(&s.msgs)))
+}
+
+/// The message log as stored: a JSON array of `[time, text]` pairs.
+fn messages_to_json(msgs: &[Message]) -> String {
+    let pairs: Vec<(i64, &str)> = msgs.iter().map(|m| (m.time, m.msg.as_str())).collect();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+}
+
+/// The message log from its column, leniently: times may be numbers or numeric text, texts
+/// anything printable; entries of another shape are skipped with a warning, and a value that
+/// is not JSON reads as an empty log.
+fn messages_from_json(text: &str) -> Vec<Message> {
+    if text.is_empty() || text == "[]" {
+        return Vec::new();
+    }
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(text)
+    else {
+        tracing::warn!("ignoring a device message log that is not a JSON array");
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let pair = match item {
+            serde_json::Value::Array(p) if p.len() == 2 => p,
+            _ => {
+                tracing::warn!("ignoring a device message that is not a [time, text] pair");
+                continue;
+            }
+        };
+        let time = match &pair[0] {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(0);
+        let msg = match &pair[1] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        out.push(Message { time, msg });
+    }
+    out
 }
 
 /// Insert `rows` with `cols` binds each, as few multi-row statements as the bind limit allows.

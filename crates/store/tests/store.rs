@@ -230,12 +230,7 @@ async fn touch_expire_and_delete() {
         .connect()
         .await
         .unwrap();
-    for table in [
-        "device_vars",
-        "device_messages",
-        "device_scripts",
-        "device_queries",
-    ] {
+    for table in ["device_vars", "device_scripts", "device_queries"] {
         let sql = format!("SELECT COUNT(*) FROM {table} WHERE sn <> 'old2'");
         let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut conn).await.unwrap();
         assert_eq!(n, 0, "orphans left in {table}");
@@ -382,8 +377,8 @@ async fn odd_values_written_by_others_do_not_break_loading() {
         .unwrap();
     for sql in [
         "UPDATE devices SET seen = 'yesterday', skipnext = -42, backup = '17', \
-         fw_requested_at = 12.9, rp = 'x', phase = X'C3BC6265', hwid = 7 WHERE sn = 'odd'",
-        "INSERT INTO device_messages (sn, time, msg) VALUES ('odd', -5, 12)",
+         fw_requested_at = 12.9, rp = 'x', phase = X'C3BC6265', hwid = 7, \
+         msgs = '[[-5, 12], \"junk\", [\"7\", null], [1]]' WHERE sn = 'odd'",
         "INSERT INTO device_queries (sn, id, seen, body, pos) VALUES ('odd', 'q', 'soon', 'b', 0)",
         "INSERT INTO meta (key, value) VALUES ('n', 5)",
     ] {
@@ -401,10 +396,16 @@ async fn odd_values_written_by_others_do_not_break_loading() {
     assert_eq!(s.device.hwid.as_deref(), Some("7"));
     assert_eq!(
         s.msgs,
-        vec![Message {
-            time: -5,
-            msg: "12".into()
-        }]
+        vec![
+            Message {
+                time: -5,
+                msg: "12".into()
+            },
+            Message {
+                time: 7,
+                msg: String::new()
+            }
+        ]
     );
     assert_eq!(s.queries[0].seen, 0);
     assert_eq!(store.meta_get("n").await.unwrap().as_deref(), Some("5"));
@@ -574,4 +575,41 @@ async fn large_batches_round_trip() {
     for (a, b) in back.iter().zip(&states) {
         assert_eq!(a, b);
     }
+}
+
+/// Migration 0006 moves an existing message log into the `msgs` column, in log order.
+#[tokio::test]
+async fn message_rows_migrate_into_the_log_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = SqliteConnectOptions::new()
+        .filename(db(&dir))
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    for sql in [
+        include_str!("../migrations/sqlite/0001_devices.sql"),
+        include_str!("../migrations/sqlite/0002_vendor_fields.sql"),
+        "INSERT INTO devices (sn, seen) VALUES ('a', 1), ('b', 2)",
+        "INSERT INTO device_messages (sn, time, msg) VALUES ('a', 10, 'first'), \
+         ('b', 11, 'other'), ('a', 12, ''), ('a', 9, 'third \"quoted\"')",
+        include_str!("../migrations/sqlite/0006_messages_inline.sql"),
+    ] {
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+    let a: String = sqlx::query_scalar("SELECT msgs FROM devices WHERE sn = 'a'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let b: String = sqlx::query_scalar("SELECT msgs FROM devices WHERE sn = 'b'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        a,
+        serde_json::json!([[10, "first"], [12, ""], [9, "third \"quoted\""]])
+    );
+    assert_eq!(b, serde_json::json!([[11, "other"]]));
 }
