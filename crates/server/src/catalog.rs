@@ -511,18 +511,33 @@ fn query_device(query: &str) -> Option<String> {
 }
 
 /// Open the stored file and check it still has the catalogue's size.
-async fn open_checked(path: &Path, size: u64) -> Result<tokio::fs::File, String> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("{e}; re-add it with `autoprov firmware add`"))?;
-    let len = file.metadata().await.map_err(|e| e.to_string())?.len();
-    if len != size {
-        return Err(format!(
-            "the file has {len} bytes but the catalogue says {size}; it was changed on disk, \
-             restore it or add the new build under a new version"
-        ));
-    }
-    Ok(file)
+/// Open and map the image, checking its size against the catalogue. Images are only ever
+/// added (new file, atomic rename), never rewritten in place, so a mapping stays valid.
+async fn open_checked(path: &Path, size: u64) -> Result<transfer::Mapped, String> {
+    let path = path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || -> Result<transfer::Mapped, String> {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| format!("{e}; re-add it with `autoprov firmware add`"))?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        if len != size {
+            return Err(format!(
+                "the file has {len} bytes but the catalogue says {size}; it was changed on \
+                 disk, restore it or add the new build under a new version"
+            ));
+        }
+        // SAFETY: the catalogue never truncates or rewrites an image file in place (adds are
+        // atomic renames of new files); the size was checked just above.
+        let map = if len == 0 {
+            // an empty file cannot be mapped; an anonymous page stands in (nothing is read)
+            memmap2::MmapMut::map_anon(1).and_then(|m| m.make_read_only())
+        } else {
+            unsafe { memmap2::Mmap::map(&file) }
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(std::sync::Arc::new(map))
+    })
+    .await;
+    opened.unwrap_or_else(|e| Err(e.to_string()))
 }
 
 fn finish(builder: axum::http::response::Builder, body: Body) -> Response {

@@ -1,26 +1,24 @@
 //! Transfer mechanics of serving a catalogue image: byte ranges (RFC 9110 §14), conditional
 //! requests (§13: `If-Match`, `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since`,
-//! `If-Range`) and a streaming body that reads the file in chunks and holds a download slot
+//! `If-Range`) and a streaming body of slices of the memory-mapped file that holds a download slot
 //! until the last byte is sent or the client goes away.
 //!
 //! Nothing here knows about devices or the catalogue's rules; it gets an entity tag, a
 //! modification time and a size and answers in HTTP.
 
 use std::collections::VecDeque;
-use std::io::SeekFrom;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// More ranges than this in one request are ignored (the whole file is sent instead), so a
 /// request cannot make the server send the same bytes over and over.
 pub const MAX_RANGES: usize = 16;
 
-/// Bytes read from the file per chunk.
-const CHUNK: u64 = 128 * 1024;
+/// Bytes handed to the connection per chunk (a slice of the mapping, not a copy).
+const CHUNK: u64 = 256 * 1024;
 
 /// A satisfiable byte range: first byte and length (never 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,44 +279,67 @@ pub fn body_len(parts: &[Part]) -> u64 {
     parts.iter().map(Part::len).sum()
 }
 
-/// A streaming body over `parts` of `file`. The permit (a download slot) is released when the
-/// body is finished or dropped (client gone).
-pub fn file_body(file: tokio::fs::File, parts: Vec<Part>, permit: OwnedSemaphorePermit) -> Body {
+/// A firmware image mapped into memory, shared by every download of it.
+pub type Mapped = std::sync::Arc<memmap2::Mmap>;
+
+/// A streaming body over `parts` of the mapped image: chunks are slices of the mapping handed
+/// to the connection without copying or allocating, so the kernel's page cache is the only
+/// copy of the image however many devices download it (sendfile-class; nothing per download
+/// but a few hundred bytes of state). The permit (a download slot) is released when the body
+/// is finished or dropped (client gone).
+pub fn file_body(map: Mapped, parts: Vec<Part>, permit: OwnedSemaphorePermit) -> Body {
     struct State {
-        file: tokio::fs::File,
+        map: Mapped,
         parts: VecDeque<Part>,
-        /// Bytes left of the file range being sent.
-        left: u64,
+        /// The file range being sent: next byte and end.
+        at: usize,
+        end: usize,
         _permit: OwnedSemaphorePermit,
     }
+    /// One chunk: a slice of the mapping that keeps the mapping alive.
+    struct Slice {
+        map: Mapped,
+        start: usize,
+        end: usize,
+    }
+    impl AsRef<[u8]> for Slice {
+        fn as_ref(&self) -> &[u8] {
+            &self.map[self.start..self.end]
+        }
+    }
     let state = State {
-        file,
+        map,
         parts: parts.into(),
-        left: 0,
+        at: 0,
+        end: 0,
         _permit: permit,
     };
     let stream = futures_util::stream::try_unfold(state, |mut st| async move {
         loop {
-            if st.left > 0 {
-                let n = st.left.min(CHUNK) as usize;
-                let mut buf = vec![0u8; n];
-                let got = st.file.read(&mut buf).await?;
-                if got == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "firmware file shorter than the catalogue says",
-                    ));
-                }
-                buf.truncate(got);
-                st.left -= got as u64;
-                return Ok(Some((Bytes::from(buf), st)));
+            if st.at < st.end {
+                let n = (st.end - st.at).min(CHUNK as usize);
+                let chunk = Bytes::from_owner(Slice {
+                    map: st.map.clone(),
+                    start: st.at,
+                    end: st.at + n,
+                });
+                st.at += n;
+                return Ok::<_, std::io::Error>(Some((chunk, st)));
             }
             match st.parts.pop_front() {
                 None => return Ok(None),
                 Some(Part::Bytes(b)) => return Ok(Some((b, st))),
                 Some(Part::File(r)) => {
-                    st.file.seek(SeekFrom::Start(r.start)).await?;
-                    st.left = r.len;
+                    let start = usize::try_from(r.start).unwrap_or(usize::MAX);
+                    let end = start.saturating_add(usize::try_from(r.len).unwrap_or(usize::MAX));
+                    if end > st.map.len() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "firmware file shorter than the catalogue says",
+                        ));
+                    }
+                    st.at = start;
+                    st.end = end;
                 }
             }
         }
