@@ -750,22 +750,7 @@ async fn cli_devices_list_show_forget_and_backups() {
     let app = fleet().await;
     // The CLI is another process: it reads what the server has written, not its queue.
     app.store.flush().await.unwrap();
-    let site = app.site();
-    let run = |args: &[&str]| {
-        let out = autoprov()
-            .args(args)
-            .arg("--site")
-            .arg(&site)
-            .envs(crate::helpers::cli_env(&site))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| app.cli(args);
     // The old form still works, and is `devices list`.
     let all = run(&["devices"]);
     assert!(all.contains("3 device(s)"), "{all}");
@@ -966,21 +951,7 @@ async fn query_show_columns_in_list_page_api_and_cli() {
 
     // CLI: extra columns in the list, `show` in the JSON.
     app.store.flush().await.unwrap();
-    let run = |args: &[&str]| {
-        let out = autoprov()
-            .args(args)
-            .arg("--site")
-            .arg(app.site())
-            .envs(crate::helpers::cli_env(app.site()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |args: &[&str]| app.cli(args);
     let list = run(&["devices", "list"]);
     assert!(
         list.contains("NAT") && list.contains(nat) && list.contains(server),

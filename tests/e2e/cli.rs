@@ -171,18 +171,7 @@ async fn devices_lists_the_inventory_with_missing_flag() {
     app.store.save(&old).await.unwrap();
     // The CLI is another process: it reads what the server has written, not its queue.
     app.store.flush().await.unwrap();
-    let out = autoprov()
-        .args(["devices", "--site"])
-        .arg(app.site())
-        .envs(crate::helpers::cli_env(app.site()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = app.cli(&["devices"]);
     let line = |sn: &str| {
         text.lines()
             .find(|l| l.starts_with(sn))

@@ -159,6 +159,26 @@ impl TestApp {
         TestApp::start_on(dir, self.db.clone()).await
     }
 
+    /// Run `autoprov ARGS --site <this site>` on this site's database and return its stdout;
+    /// fails the test when the command fails. The command is another process: flush
+    /// `self.store` first when it must see the server's latest writes.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let site = self.site();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoprov"))
+            .args(args)
+            .arg("--site")
+            .arg(&site)
+            .envs(cli_env(&site))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn site(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }

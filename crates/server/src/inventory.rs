@@ -385,14 +385,9 @@ mod tests {
     /// `AUTOPROV_TEST_POSTGRES` is set, as in `test.sh`).
     #[tokio::test]
     async fn follows_other_replicas_on_postgres() {
-        let Some(server) = autoprov_store::testing::test_postgres() else {
+        let Some((a, b)) = autoprov_store::testing::postgres_replicas().await else {
             return;
         };
-        let url = autoprov_store::testing::fresh_postgres_database(&server)
-            .await
-            .unwrap();
-        let a = Store::connect(&url).await.unwrap();
-        let b = Store::connect(&url).await.unwrap();
         let now = crate::app::now();
         b.save(&DeviceState::new("00-90-33-00-00-01", now))
             .await

@@ -210,14 +210,7 @@ impl Store {
             .connect_with(connect)
             .await
             .map_err(diagnosed)?;
-        let mut store = Store {
-            pool,
-            backend: Backend::Sqlite,
-            path: shown,
-            lock_pool: None,
-            wb: None,
-            observers: Observers::default(),
-        };
+        let mut store = Store::sqlite(pool, shown);
         store.migrate().await?;
         store.wb = options
             .write_behind
@@ -285,16 +278,21 @@ impl Store {
             .connect_with(connect)
             .await
             .map_err(|e| error::classify(&shown, e))?;
-        let store = Store {
+        let store = Store::sqlite(pool, shown);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A handle on an SQLite pool, before migrations and write-behind.
+    fn sqlite(pool: AnyPool, path: Arc<str>) -> Store {
+        Store {
             pool,
             backend: Backend::Sqlite,
-            path: shown,
+            path,
             lock_pool: None,
             wb: None,
             observers: Observers::default(),
-        };
-        store.migrate().await?;
-        Ok(store)
+        }
     }
 
     /// The database as shown in messages: the file path (`:memory:` for

@@ -34,6 +34,22 @@ pub async fn test_database(sqlite_file: &Path) -> String {
     }
 }
 
+/// Two stores on one fresh PostgreSQL database, standing for two replicas; `None` when the
+/// test command started no PostgreSQL.
+pub async fn postgres_replicas() -> Option<(crate::Store, crate::Store)> {
+    let server = test_postgres()?;
+    let url = fresh_postgres_database(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
+    let a = crate::Store::connect(&url)
+        .await
+        .expect("replica a connects");
+    let b = crate::Store::connect(&url)
+        .await
+        .expect("replica b connects");
+    Some((a, b))
+}
+
 /// Create a new, empty database on the PostgreSQL server at `server_url` and return its URL.
 pub async fn fresh_postgres_database(server_url: &str) -> Result<String> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -522,14 +522,9 @@ async fn write_behind_flushes_by_itself_within_its_window() {
 /// test only runs against PostgreSQL.
 #[tokio::test]
 async fn device_lock_serialises_replicas_on_postgres() {
-    let Some(server) = autoprov_store::testing::test_postgres() else {
+    let Some((a, b)) = autoprov_store::testing::postgres_replicas().await else {
         return;
     };
-    let url = autoprov_store::testing::fresh_postgres_database(&server)
-        .await
-        .unwrap();
-    let a = Store::connect(&url).await.unwrap();
-    let b = Store::connect(&url).await.unwrap();
     assert_eq!(a.backend(), autoprov_store::Backend::Postgres);
     a.save(&DeviceState::new("dev", 0)).await.unwrap();
     let mut tasks = Vec::new();
