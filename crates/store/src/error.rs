@@ -27,7 +27,7 @@ pub enum StoreError {
 
     /// The file cannot be opened or created (missing directory, permissions, a directory
     /// in its place, ...).
-    #[error("cannot open database file {path}: {reason}")]
+    #[error("cannot open database {path}: {reason}")]
     CannotOpen { path: String, reason: String },
 
     /// SQLITE_CORRUPT / SQLITE_NOTADB: the file is not a healthy SQLite database.

@@ -228,13 +228,31 @@ impl Store {
                 path: shown.to_string(),
                 reason: format!("{e}; expected postgres://user:password@host:port/database"),
             })?;
+        let classify = |e| error::classify_for(&shown, Backend::Postgres, e);
+        // One probe connection first, bounded in time: the pool would retry a refused or
+        // rejected connection until its acquire timeout and then only say "timed out".
+        let probe = tokio::time::timeout(Duration::from_secs(10), connect.connect()).await;
+        match probe {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(classify(e)),
+            Err(_) => {
+                return Err(StoreError::CannotOpen {
+                    path: shown.to_string(),
+                    reason: "no answer within 10 s; is the PostgreSQL server running and \
+                             reachable?"
+                        .into(),
+                })
+            }
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
             .idle_timeout(Duration::from_secs(60))
             .connect_with(connect.clone())
             .await
-            .map_err(|e| error::classify(&shown, e))?;
+            .map_err(classify)?;
         // Locks live on their own connections, created on demand: a request holding a lock
         // still gets a data connection, so the two pools cannot starve each other.
         let lock_pool = AnyPoolOptions::new()

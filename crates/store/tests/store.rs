@@ -286,7 +286,7 @@ async fn missing_directory_is_a_clear_error() {
         matches!(err, StoreError::CannotOpen { .. }),
         "unexpected {err:?}"
     );
-    assert!(text.contains("cannot open database file"), "{text}");
+    assert!(text.contains("cannot open database"), "{text}");
     assert!(text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("does not exist"), "{text}");
     assert!(!path.parent().unwrap().exists());
@@ -607,4 +607,28 @@ async fn message_rows_migrate_into_the_log_column() {
         serde_json::json!([[10, "first"], [12, ""], [9, "third \"quoted\""]])
     );
     assert_eq!(b, serde_json::json!([[11, "other"]]));
+}
+
+/// PostgreSQL that cannot be reached, or a database that does not exist, fail at once with
+/// the reason (not after the pool's acquire timeout).
+#[tokio::test]
+async fn unreachable_postgres_is_a_clear_error() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let t0 = std::time::Instant::now();
+    let err = Store::connect(&format!("postgres://u:secret@127.0.0.1:{port}/x"))
+        .await
+        .unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::CannotOpen { .. }), "{err:?}");
+    assert!(text.contains("is the PostgreSQL server running"), "{text}");
+    assert!(!text.contains("secret"), "password leaked: {text}");
+    if let Some(server) = autoprov_store::testing::test_postgres() {
+        let url = autoprov_store::testing::with_database(&server, "no_such_db_here");
+        let err = Store::connect(&url).await.unwrap_err();
+        assert!(matches!(err, StoreError::CannotOpen { .. }), "{err:?}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
 }
