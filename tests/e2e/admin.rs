@@ -464,18 +464,7 @@ pub(crate) fn write_csr(site: &Path, sn: &str) {
 /// file again, so that the test can upload it like an operator.
 fn signed_cert(site: &Path, sn: &str) -> String {
     for args in [vec!["ca", "init"], vec!["ca", "sign", "--sn", sn]] {
-        let out = autoprov()
-            .args(&args)
-            .arg("--site")
-            .arg(site)
-            .envs(crate::helpers::cli_env(site))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::helpers::run_cli(site, &args);
     }
     let p = site.join(format!("certs/{sn}-signedrequest.cer"));
     let pem = std::fs::read_to_string(&p).unwrap();

@@ -36,6 +36,24 @@ pub fn cli_env(site: impl AsRef<Path>) -> Vec<(&'static str, String)> {
         .unwrap_or_default()
 }
 
+/// Run `autoprov ARGS --site SITE` on the site's database (see [`cli_env`]) and return its
+/// stdout; fails the test when the command fails.
+pub fn run_cli(site: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoprov"))
+        .args(args)
+        .arg("--site")
+        .arg(site)
+        .envs(cli_env(site))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A fresh database location for the site in `dir`: a new PostgreSQL database when the test
 /// command started one, else the site's SQLite file.
 pub async fn test_db_location(dir: &Path, site: &Site) -> String {
@@ -159,24 +177,10 @@ impl TestApp {
         TestApp::start_on(dir, self.db.clone()).await
     }
 
-    /// Run `autoprov ARGS --site <this site>` on this site's database and return its stdout;
-    /// fails the test when the command fails. The command is another process: flush
-    /// `self.store` first when it must see the server's latest writes.
+    /// Run `autoprov ARGS --site <this site>` (see [`run_cli`]). The command is another
+    /// process: flush `self.store` first when it must see the server's latest writes.
     pub fn cli(&self, args: &[&str]) -> String {
-        let site = self.site();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoprov"))
-            .args(args)
-            .arg("--site")
-            .arg(&site)
-            .envs(cli_env(&site))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_cli(&self.site(), args)
     }
 
     pub fn site(&self) -> PathBuf {
