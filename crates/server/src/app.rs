@@ -68,6 +68,8 @@ struct Inner {
     vendor_templates: crate::vendor_templates::TemplateCache,
     /// The configuration requests budget (`[server] max_config_requests`).
     config_slots: Arc<tokio::sync::Semaphore>,
+    /// Snippet files as last read (see [`crate::ports::ScriptCache`]).
+    scripts: crate::ports::ScriptCache,
     /// The device list's in-memory index, following the store's changes.
     inventory: crate::inventory::InventoryIndex,
 }
@@ -89,6 +91,7 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 config_slots,
+                scripts: Default::default(),
                 inventory,
                 site_dir: site.dir.clone(),
                 loaded: RwLock::new(Arc::new(Loaded {
@@ -193,6 +196,7 @@ impl AppState {
             self.inner.http.clone(),
             self.inner.master.clone(),
         )
+        .with_script_cache(self.inner.scripts.clone())
     }
 
     /// A slot of the configuration budget, or `None` when `[server] max_config_requests`

@@ -10,8 +10,12 @@
 //! keep that runtime running meanwhile (a multi-thread runtime, or a current-thread runtime
 //! whose `block_on` is active). No decisions are taken here.
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use autoprov_core::innovaphone::{DynamicSnippets, MasterLookup, Ports, ScriptFile};
 use autoprov_core::{DeviceState, Site};
@@ -24,6 +28,94 @@ pub struct SitePorts {
     runtime: tokio::runtime::Handle,
     http: reqwest::Client,
     master: MasterCache,
+    scripts: Option<ScriptCache>,
+}
+
+/// Snippet files as last read, shared by all requests of a server. A poll asks for many
+/// candidate files (phase × class × environment × device) of which few exist: instead of a
+/// `stat` (and a read) each, the cache keeps each directory's listing, valid while the
+/// directory's mtime is unchanged (creating, removing or renaming a file changes it), and
+/// each existing file's content, valid while its mtime and size are unchanged. A listing or a
+/// file whose mtime is younger than [`RACY`] is not trusted (timestamps are coarse: a change
+/// within the same tick would go unseen), so what a device gets is always what is on disk.
+/// Bounded by the files that exist, not by the devices asking.
+#[derive(Clone, Default)]
+pub struct ScriptCache(Arc<std::sync::Mutex<CacheInner>>);
+
+#[derive(Default)]
+struct CacheInner {
+    dirs: HashMap<PathBuf, (SystemTime, Arc<HashSet<OsString>>)>,
+    files: HashMap<PathBuf, (SystemTime, u64, ScriptFile)>,
+}
+
+/// Timestamps younger than this are too close to "now" to vouch for the content.
+const RACY: Duration = Duration::from_millis(100);
+
+fn settled(t: SystemTime) -> bool {
+    SystemTime::now()
+        .duration_since(t)
+        .is_ok_and(|age| age >= RACY)
+}
+
+impl ScriptCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`read_script`] through the cache.
+    pub fn read(&self, site: &Site, rel: &str) -> Option<ScriptFile> {
+        let path = site.path(rel)?;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return read_script(site, rel);
+        };
+        let Some(names) = self.listing(dir) else {
+            return read_script(site, rel);
+        };
+        if !names.contains(name) {
+            return None;
+        }
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => m,
+            _ => return read_script(site, rel),
+        };
+        let Ok(mtime) = meta.modified() else {
+            return read_script(site, rel);
+        };
+        if let Some((m, len, file)) = self.lock().files.get(&path) {
+            if *m == mtime && *len == meta.len() {
+                return Some(file.clone());
+            }
+        }
+        let file = read_script(site, rel)?;
+        if file.content.is_ok() && settled(mtime) {
+            self.lock()
+                .files
+                .insert(path, (mtime, meta.len(), file.clone()));
+        }
+        Some(file)
+    }
+
+    /// The names in `dir`, from the cache while the directory's mtime is unchanged; `None`
+    /// when the directory cannot be read (the caller reads the file directly).
+    fn listing(&self, dir: &Path) -> Option<Arc<HashSet<OsString>>> {
+        let mtime = std::fs::metadata(dir).ok()?.modified().ok()?;
+        if let Some((m, names)) = self.lock().dirs.get(dir) {
+            if *m == mtime {
+                return Some(names.clone());
+            }
+        }
+        let names: HashSet<OsString> = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        let names = Arc::new(names);
+        if settled(mtime) {
+            self.lock()
+                .dirs
+                .insert(dir.to_path_buf(), (mtime, names.clone()));
+        }
+        Some(names)
+    }
 }
 
 impl SitePorts {
@@ -38,7 +130,14 @@ impl SitePorts {
             runtime,
             http,
             master,
+            scripts: None,
         }
+    }
+
+    /// Read snippet files through `cache` (see [`ScriptCache`]).
+    pub fn with_script_cache(mut self, cache: ScriptCache) -> SitePorts {
+        self.scripts = Some(cache);
+        self
     }
 
     /// Ports with their own HTTP client and master cache handle (for `autoprov simulate`).
@@ -85,7 +184,10 @@ pub fn read_script(site: &Site, rel: &str) -> Option<ScriptFile> {
 
 impl Ports for SitePorts {
     fn script(&mut self, rel_path: &str) -> Option<ScriptFile> {
-        read_script(&self.site, rel_path)
+        match &self.scripts {
+            Some(cache) => cache.read(&self.site, rel_path),
+            None => read_script(&self.site, rel_path),
+        }
     }
 
     fn master(&mut self) -> MasterLookup {
@@ -192,5 +294,46 @@ mod tests {
         );
         assert!(p.list_files("nosuch", "*").is_empty());
         assert!(p.list_files("..", "*").is_empty());
+    }
+
+    /// The cache answers exactly what is on disk: changed content, new and removed files are
+    /// seen on the next read, even within one timestamp tick.
+    #[test]
+    fn script_cache_follows_the_disk() {
+        let t = tempfile::tempdir().unwrap();
+        let s = site(t.path());
+        let dir = t.path().join("scripts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cache = ScriptCache::default();
+        let age = |p: &Path, secs: u64| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(SystemTime::now() - Duration::from_secs(secs))
+                .unwrap();
+        };
+        let read = |rel: &str| cache.read(&s, rel).map(|f| f.content.unwrap());
+        std::fs::write(dir.join("a.txt"), "one\n").unwrap();
+        age(&dir.join("a.txt"), 60);
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("one\n"));
+        assert_eq!(read("scripts/none.txt"), None);
+        // a file created right after a listing: seen at once
+        std::fs::write(dir.join("b.txt"), "new\n").unwrap();
+        assert_eq!(read("scripts/b.txt").as_deref(), Some("new\n"));
+        // the same size, another mtime: the new content
+        std::fs::write(dir.join("a.txt"), "two\n").unwrap();
+        age(&dir.join("a.txt"), 30);
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("two\n"));
+        // settled timestamps are cached, and still follow changes
+        std::thread::sleep(RACY * 2);
+        assert_eq!(read("scripts/b.txt").as_deref(), Some("new\n"));
+        assert!(cache.lock().dirs.contains_key(&dir));
+        std::fs::remove_file(dir.join("b.txt")).unwrap();
+        assert_eq!(read("scripts/b.txt"), None);
+        std::fs::write(dir.join("a.txt"), "three\n").unwrap();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("three\n"));
+        // paths leaving the site are missing, as without the cache
+        assert_eq!(read("../x.txt"), None);
     }
 }
