@@ -11,6 +11,9 @@
 //! [`Templates`] with its cache. This module reads no files.
 
 use minijinja::value::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior};
 
 /// Instructions one render may execute before it is stopped.
@@ -87,6 +90,32 @@ pub fn render_template(
     source: &str,
     vars: &serde_json::Value,
 ) -> Result<String, TemplateError> {
+    let to_error = |e: minijinja::Error| TemplateError {
+        file: shown.to_string(),
+        line: e.line(),
+        message: match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        },
+    };
+    let env = compiled(name, source).map_err(to_error)?;
+    let template = env.get_template(name).map_err(to_error)?;
+    template
+        .render(Value::from_serialize(vars))
+        .map_err(to_error)
+}
+
+/// Compiled templates, keyed by name and source text: a file's template is compiled once,
+/// not on every request, and a changed source is simply another key. Bounded: the cache is
+/// emptied when it holds [`MAX_COMPILED`] entries.
+fn compiled(name: &str, source: &str) -> Result<Arc<Environment<'static>>, minijinja::Error> {
+    type Cache = Mutex<HashMap<(String, String), Arc<Environment<'static>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (name.to_string(), source.to_string());
+    if let Some(env) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(env.clone());
+    }
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
@@ -100,16 +129,18 @@ pub fn render_template(
     });
     env.set_formatter(xml_formatter);
     env.add_filter("xml", |v: String| xml_escape(&v));
-    env.render_named_str(name, source, Value::from_serialize(vars))
-        .map_err(|e| TemplateError {
-            file: shown.to_string(),
-            line: e.line(),
-            message: match e.detail() {
-                Some(d) => format!("{}: {d}", e.kind()),
-                None => e.kind().to_string(),
-            },
-        })
+    env.add_template_owned(name.to_string(), source.to_string())?;
+    let env = Arc::new(env);
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() >= MAX_COMPILED {
+        c.clear();
+    }
+    c.insert(key, env.clone());
+    Ok(env)
 }
+
+/// Compiled templates kept at most (shipped ones plus the site's overrides, many times over).
+const MAX_COMPILED: usize = 256;
 
 /// Check that `source` compiles (syntax only), for `autoprov check`.
 pub fn check_syntax(shown: &str, name: &str, source: &str) -> Result<(), TemplateError> {
