@@ -109,6 +109,9 @@ enabled = true
 dir = "backup"
 [times]
 grace = 0
+[firmware]
+# R6 runs 200 downloads at once; the default budget (16) would answer most with 503.
+max_downloads = 256
 [tls]
 cert = "tls/server.crt"
 key = "tls/server.key"

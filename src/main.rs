@@ -268,6 +268,7 @@ async fn open_store_with(site: &Site, serving: bool) -> Result<autoprov_store::S
     let batch = site.config.server.state_batch_ms;
     let options = autoprov_store::StoreOptions {
         write_behind: (serving && batch > 0).then(|| std::time::Duration::from_millis(batch)),
+        state_cache: site.config.server.state_cache,
         ..Default::default()
     };
     autoprov_store::Store::connect_with(&location, &options)

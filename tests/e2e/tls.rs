@@ -1630,3 +1630,103 @@ async fn bad_csrs_and_names_write_nothing_outside_the_certificate_folder() {
         .join(format!("certs/{SN}-request.p10.der"))
         .exists());
 }
+
+// ---------------------------------------------------------------------------------------
+// Firmware files (`/fw/`): the same bytes over HTTP (sendfile) and HTTPS (read and encrypted)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fw_files_are_the_same_bytes_over_http_and_https() {
+    let image: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let app = TlsApp::spawn(
+        |_| "[master]\ninfo = \"\"\n".to_string(),
+        |site| {
+            std::fs::create_dir_all(site.join("fw/137640")).unwrap();
+            std::fs::write(site.join("fw/137640/ip232.bin"), &image).unwrap();
+        },
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let fetch = |url: String, extra: Vec<String>, out: PathBuf| async move {
+        let status = tokio::process::Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "20", "-o"])
+            .arg(&out)
+            .args(&extra)
+            .arg(url)
+            .status()
+            .await
+            .expect("curl is installed");
+        assert!(status.success(), "curl failed: {status}");
+        std::fs::read(&out).unwrap()
+    };
+    let ca = app.server_ca().display().to_string();
+    let sent_before = autoprov_server::sendfile::bytes_sent();
+    let plain = fetch(
+        format!("http://127.0.0.1:{}/fw/137640/ip232.bin", app.ports.http),
+        vec![],
+        work.path().join("plain.bin"),
+    )
+    .await;
+    assert!(plain == image, "HTTP download differs");
+    assert!(autoprov_server::sendfile::bytes_sent() - sent_before >= image.len() as u64);
+    let tls = fetch(
+        format!("https://127.0.0.1:{}/fw/137640/ip232.bin", app.ports.https),
+        vec!["--cacert".into(), ca.clone()],
+        work.path().join("tls.bin"),
+    )
+    .await;
+    assert!(tls == image, "HTTPS download differs");
+    // a resumed download over HTTPS: the tail only
+    let tail = fetch(
+        format!(
+            "https://127.0.0.1:{}/upd/fw/137640/ip232.bin",
+            app.ports.https
+        ),
+        vec!["--cacert".into(), ca, "-r".into(), "1000000-".into()],
+        work.path().join("tail.bin"),
+    )
+    .await;
+    assert!(tail == image[1_000_000..], "range over HTTPS differs");
+
+    // An operator overwrites the file in place (cp): the next download is the new content,
+    // the server keeps running, and the ETag changes.
+    let head = |port: u16| {
+        let url = format!("http://127.0.0.1:{port}/fw/137640/ip232.bin");
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sS", "-I", &url])
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_lowercase()
+        }
+    };
+    let before = head(app.ports.http).await;
+    assert!(before.contains("etag: \""), "{before}");
+    assert!(before.contains("content-length: 1500000"), "{before}");
+    std::fs::write(app.site().join("fw/137640/ip232.bin"), b"new build").unwrap();
+    let again = fetch(
+        format!("http://127.0.0.1:{}/fw/137640/ip232.bin", app.ports.http),
+        vec![],
+        work.path().join("new.bin"),
+    )
+    .await;
+    assert_eq!(again, b"new build");
+    let after = head(app.ports.http).await;
+    assert!(after.contains("content-length: 9"), "{after}");
+    let etag = |h: &str| {
+        h.lines()
+            .find(|l| l.starts_with("etag:"))
+            .map(str::to_string)
+    };
+    assert_ne!(etag(&before), etag(&after));
+
+    // leaving the folder is refused
+    let (s, _) = curl(&[&format!(
+        "http://127.0.0.1:{}/fw/%2e%2e/autoprov.toml",
+        app.ports.http
+    )])
+    .await;
+    assert_eq!(s, 400);
+}

@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// so no request waits for the disk. A crash loses at most this window. 0 writes every
     /// state at once. Not used with PostgreSQL (replicas must see each other's writes).
     pub state_batch_ms: u64,
+    /// With the write-behind window: how many devices' written states the server keeps in
+    /// memory, so that their next poll reads no row. Another process's writes to the file
+    /// (the CLI) are noticed within one window. 0 keeps none.
+    pub state_cache: usize,
     /// Configuration requests (update scripts, vendor files) handled at once. More are
     /// answered at once with 503 and `Retry-After` (never queued, never a hung connection),
     /// which phones retry; firmware downloads have their own budget
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
             listen: vec!["0.0.0.0:8080".into()],
             database: "autoprov.db".into(),
             state_batch_ms: 100,
+            state_cache: 20_000,
             max_config_requests: 4096,
             config_retry_after: 5,
             max_upload_bytes: 4 * 1024 * 1024,

@@ -41,6 +41,8 @@ use tokio::sync::Semaphore;
 /// change); in between, reports are checked with a read and not written.
 pub const REPORT_REFRESH: i64 = 300;
 
+use std::collections::HashMap;
+
 use autoprov_core::config::FirmwareTargetRule;
 use autoprov_core::firmware::{
     device_key, valid_name, FetchEvent, FirmwareCatalog, FirmwareFetch, FirmwareProgress, Image,
@@ -57,7 +59,7 @@ pub use files::{
 
 use crate::app::{now, AppState};
 use crate::respond::{self, ConnFacts};
-use transfer::{Part, Precondition, RangeSpec};
+use transfer::{finish, Part};
 
 /// Download log rows kept per device.
 const FETCH_LOG_KEEP: u32 = 100;
@@ -98,7 +100,15 @@ pub struct Firmware {
     slots: Arc<Semaphore>,
     retry_after: u64,
     flag_after: u32,
+    /// Reports this process checked recently: device key → (fingerprint of what was
+    /// reported, when). See [`Firmware::note_report`].
+    reported: Arc<std::sync::Mutex<HashMap<String, (u64, i64)>>>,
 }
+
+/// A repeated identical report within this many seconds is not even read back.
+const REPORT_MEMO: i64 = 60;
+/// Entries of the report memo before it is cleared (bounds its memory).
+const REPORT_MEMO_MAX: usize = 200_000;
 
 impl Firmware {
     /// Load the site's catalogue (`firmware.dir`/catalog.toml and `[[firmware.targets]]`).
@@ -132,6 +142,7 @@ impl Firmware {
             slots: Arc::new(Semaphore::new(c.max_downloads.max(1) as usize)),
             retry_after: c.retry_after.max(1),
             flag_after: c.flag_after,
+            reported: Default::default(),
         }
     }
 
@@ -147,6 +158,24 @@ impl Firmware {
             self.slots = old.slots.clone();
         }
         self
+    }
+
+    /// A download slot (`[firmware] max_downloads`, shared by catalogue images and `/fw/`
+    /// files), or the 503 with `Retry-After` to answer when all are taken.
+    pub fn download_slot(
+        &self,
+        path: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Box<Response>> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            tracing::info!(path, "all firmware download slots busy; answered 503");
+            let mut r = respond::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "# all firmware download slots are busy, retry later\r\n".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after));
+            Box::new(r)
+        })
     }
 
     /// The catalogue: `target()` for renderers, images and rules.
@@ -209,6 +238,48 @@ impl Firmware {
         Ok(Some(state))
     }
 
+    /// [`Firmware::report_version`] for the request path: a report identical to one this
+    /// process checked less than [`REPORT_MEMO`] seconds ago (and no download of the device
+    /// since) is known to change nothing and costs no database read. A change made meanwhile
+    /// by another process (a replica recording a download, the CLI) is therefore noticed up to
+    /// that much later, well within the [`REPORT_REFRESH`] the stored report may lag anyway.
+    pub async fn note_report(
+        &self,
+        store: &Store,
+        device: &str,
+        vendor: &str,
+        model: &str,
+        groups: &[String],
+        version: &str,
+    ) -> Result<(), StoreError> {
+        use std::hash::{Hash, Hasher};
+        let Some(key) = device_key(device) else {
+            return Ok(());
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (vendor, model, groups, version).hash(&mut h);
+        let fingerprint = h.finish();
+        let now = now();
+        let seen = self.memo().get(&key).copied();
+        if let Some((fp, at)) = seen {
+            if fp == fingerprint && (0..REPORT_MEMO).contains(&now.saturating_sub(at)) {
+                return Ok(());
+            }
+        }
+        self.report_version(store, device, vendor, model, groups, version)
+            .await?;
+        let mut m = self.memo();
+        if m.len() >= REPORT_MEMO_MAX {
+            m.clear();
+        }
+        m.insert(key, (fingerprint, now));
+        Ok(())
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, i64)>> {
+        self.reported.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A download of `image` by `device` starting at byte `range_start`.
     async fn record_fetch(
         &self,
@@ -219,6 +290,9 @@ impl Firmware {
         peer: &str,
     ) {
         let now = now();
+        if let Some(key) = device_key(device) {
+            self.memo().remove(&key);
+        }
         let fetch = FirmwareFetch {
             device: device.to_string(),
             time: now,
@@ -396,82 +470,26 @@ pub async fn serve(app: AppState, rest: String, req: Request, device: Option<Str
             .map(|m| crate::fsutil::mtime_secs(&m))
             .unwrap_or(0)
     };
-    let base = Response::builder()
-        .header(header::ETAG, &etag)
-        .header(header::LAST_MODIFIED, transfer::fmt_http_date(modified))
-        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
-        .header(header::ACCEPT_RANGES, "bytes");
-
-    let use_range = match transfer::evaluate(&parts.headers, &etag, modified) {
-        Precondition::NotModified => {
-            return finish(base.status(StatusCode::NOT_MODIFIED), Body::empty());
-        }
-        Precondition::Failed => {
-            return finish(base.status(StatusCode::PRECONDITION_FAILED), Body::empty());
-        }
-        Precondition::Proceed { use_range } => use_range,
+    let entity = transfer::Entity {
+        etag: &etag,
+        modified,
+        size: image.size,
+        cache_control: "public, max-age=31536000, immutable",
+        boundary: &image.sha256[..24.min(image.sha256.len())],
     };
-    let size = image.size;
-    let range = parts
-        .headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| use_range);
-    let (status, builder, body_parts) = match transfer::parse_range(range, size) {
-        RangeSpec::Unsatisfiable => {
-            return finish(
-                base.status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_RANGE, format!("bytes */{size}")),
-                Body::empty(),
-            );
-        }
-        RangeSpec::Full => (
-            StatusCode::OK,
-            base.header(header::CONTENT_TYPE, "application/octet-stream"),
-            vec![Part::File(transfer::ByteRange {
-                start: 0,
-                len: size,
-            })],
-        ),
-        RangeSpec::Partial(ranges) if ranges.len() == 1 => (
-            StatusCode::PARTIAL_CONTENT,
-            base.header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {}-{}/{size}", ranges[0].start, ranges[0].last()),
-                ),
-            vec![Part::File(ranges[0])],
-        ),
-        RangeSpec::Partial(ranges) => {
-            let boundary = format!("autoprov-{}", &image.sha256[..24]);
-            (
-                StatusCode::PARTIAL_CONTENT,
-                base.header(
-                    header::CONTENT_TYPE,
-                    format!("multipart/byteranges; boundary={boundary}"),
-                ),
-                transfer::multipart(&ranges, size, &boundary),
-            )
-        }
+    let (builder, body_parts) = match transfer::plan(&parts.headers, &entity) {
+        transfer::Plan::Done(r) => return r,
+        transfer::Plan::Send(b, p) => (b, p),
     };
-    let builder = builder
-        .status(status)
-        .header(header::CONTENT_LENGTH, transfer::body_len(&body_parts));
     if head {
         return finish(builder, Body::empty());
     }
 
-    let Ok(permit) = fw.slots.clone().try_acquire_owned() else {
-        tracing::info!(path = %parts.uri.path(), "all firmware download slots busy; answered 503");
-        let mut r = respond::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "# all firmware download slots are busy, retry later\r\n".into(),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(fw.retry_after));
-        return r;
+    let permit = match fw.download_slot(parts.uri.path()) {
+        Ok(p) => p,
+        Err(busy) => return *busy,
     };
-    let file = match open_checked(&path, size).await {
+    let file = match open_checked(&path, image.size).await {
         Ok(f) => f,
         Err(why) => {
             tracing::error!(file = %path.display(), "cannot serve firmware image: {why}");
@@ -497,7 +515,10 @@ pub async fn serve(app: AppState, rest: String, req: Request, device: Option<Str
         .unwrap_or_default();
     fw.record_fetch(app.store(), &device, &image, range_start, &facts.peer_ip)
         .await;
-    finish(builder, transfer::file_body(file, body_parts, permit))
+    finish(
+        builder,
+        transfer::file_body(transfer::Source::Mapped(file), body_parts, permit),
+    )
 }
 
 /// The device named by the query: `mac=` first, then `sn=`.
@@ -510,7 +531,6 @@ fn query_device(query: &str) -> Option<String> {
     })
 }
 
-/// Open the stored file and check it still has the catalogue's size.
 /// Open and map the image, checking its size against the catalogue. Images are only ever
 /// added (new file, atomic rename), never rewritten in place, so a mapping stays valid.
 async fn open_checked(path: &Path, size: u64) -> Result<transfer::Mapped, String> {
@@ -525,26 +545,10 @@ async fn open_checked(path: &Path, size: u64) -> Result<transfer::Mapped, String
                  disk, restore it or add the new build under a new version"
             ));
         }
-        // SAFETY: the catalogue never truncates or rewrites an image file in place (adds are
-        // atomic renames of new files); the size was checked just above.
-        let map = if len == 0 {
-            // an empty file cannot be mapped; an anonymous page stands in (nothing is read)
-            memmap2::MmapMut::map_anon(1).and_then(|m| m.make_read_only())
-        } else {
-            unsafe { memmap2::Mmap::map(&file) }
-        }
-        .map_err(|e| e.to_string())?;
-        Ok(std::sync::Arc::new(map))
+        crate::sendfile::MappedImage::open(file).map_err(|e| e.to_string())
     })
     .await;
     opened.unwrap_or_else(|e| Err(e.to_string()))
-}
-
-fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
-    builder.body(body).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot build the firmware response");
-        respond::text(StatusCode::INTERNAL_SERVER_ERROR, String::new())
-    })
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@ pub mod ports;
 pub mod reload;
 pub mod respond;
 pub mod rollout;
+pub mod sendfile;
 pub mod sip;
 pub mod tftp;
 pub mod tls;

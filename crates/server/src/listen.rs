@@ -273,7 +273,8 @@ async fn serve_connection(
                 trusted_proxy,
                 client_cert: None,
             };
-            http(ctx, TokioIo::new(tcp), peer, info, conn, watcher).await;
+            let io = TokioIo::new(crate::sendfile::SendfileStream::new(tcp));
+            http(ctx, io, peer, info, conn, watcher).await;
         }
     }
 }
@@ -303,9 +304,23 @@ async fn http<I>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection_with_upgrades(io, svc);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
+    // Plain HTTP is HTTP/1.1 (phones never speak h2c): served without the protocol
+    // detection of the auto builder, which costs a read and a buffer per connection. TLS
+    // listeners negotiate h2 or http/1.1 by ALPN and keep the auto builder.
+    let result = if info.https {
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let connection = builder.serve_connection_with_upgrades(io, svc);
+        watcher.watch(connection.into_owned()).await
+    } else {
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .serve_connection(io, svc);
+        watcher
+            .watch(connection)
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

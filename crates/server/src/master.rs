@@ -69,6 +69,13 @@ pub fn lookup(
     }
 }
 
+/// Whether [`lookup`] answers without waiting for the network: the info source is not a URL,
+/// or the cache of its answer is current.
+pub fn answers_at_once(site: &Site, now: i64) -> bool {
+    let cfg = &site.config.master;
+    !cfg.info.contains("://") || cache_is_current(site.path(&cfg.cache).as_ref(), cfg.expire, now)
+}
+
 fn cache_is_current(path: Option<&PathBuf>, expire: u64, now: i64) -> bool {
     let Some(path) = path else { return false };
     match std::fs::metadata(path) {

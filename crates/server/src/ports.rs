@@ -4,6 +4,12 @@
 //! leave it are treated as missing); the master lookup is [`crate::master`]; dynamic snippets
 //! are [`crate::hook`]. Used by the server and by `autoprov simulate`.
 //!
+//! The server reads snippet files through a [`ScriptCache`] shared by all requests: on Linux
+//! it learns of changes from inotify (drained once at the start of each request, so a request
+//! sees every change completed before it began) and then answers without any `stat`; where
+//! inotify cannot vouch for a directory (network or FUSE file systems, no watches left...) it
+//! validates each read by the directory's and the file's mtime, as before.
+//!
 //! The methods are synchronous: network and process I/O is spawned on the tokio runtime given
 //! to [`SitePorts::new`] and waited for. Call them on a blocking thread
 //! (`tokio::task::spawn_blocking` or a plain thread), never from inside an async task, and
@@ -29,24 +35,116 @@ pub struct SitePorts {
     http: reqwest::Client,
     master: MasterCache,
     scripts: Option<ScriptCache>,
+    /// Whether `scripts` was refreshed for this request (on the first snippet read).
+    scripts_refreshed: bool,
+    /// Running on an async task: ports that would wait (network, processes, DNS) are not
+    /// used; they set `deferred` instead (see [`SitePorts::inline`]).
+    inline: bool,
+    deferred: bool,
 }
 
 /// Snippet files as last read, shared by all requests of a server. A poll asks for many
 /// candidate files (phase × class × environment × device) of which few exist: instead of a
-/// `stat` (and a read) each, the cache keeps each directory's listing, valid while the
-/// directory's mtime is unchanged (creating, removing or renaming a file changes it), and
-/// each existing file's content, valid while its mtime and size are unchanged. A listing or a
-/// file whose mtime is younger than [`RACY`] is not trusted (timestamps are coarse: a change
-/// within the same tick would go unseen), so what a device gets is always what is on disk.
-/// Bounded by the files that exist, not by the devices asking.
-#[derive(Clone, Default)]
+/// `stat` (and a read) each, the cache keeps each directory's listing (which names exist)
+/// and each existing file's content.
+///
+/// How an entry is known to still match the disk depends on the directory:
+///
+/// * **Watched** (Linux, the usual case): the cache has one inotify instance; a directory's
+///   listing is cached only after a watch was added on it and on each directory between the
+///   site directory and it (so renaming or replacing one of them is seen too), and before it
+///   is read. Each request drains the inotify queue once, at its start ([`Self::refresh`],
+///   called by [`SitePorts`] on its first snippet read; [`Self::read`] drains itself): an
+///   event for a directory drops its listing, the file it names, and anything cached below
+///   that name; an overflowed queue or a failed read drops everything. Cached entries are
+///   then used without any `stat`. This is exact: the kernel queues the event inside the
+///   `write`/`rename`/`unlink`/... call, before it returns, so a request sees every change
+///   that completed before it started, whatever the timestamps say.
+/// * **Stat-validated** (the fallback): a listing is valid while the directory's mtime is
+///   unchanged (creating, removing or renaming a file changes it), a file's content while
+///   its mtime and size are unchanged, and a listing or file whose mtime is younger than
+///   [`RACY`] is not cached (timestamps are coarse: a change within the same tick would go
+///   unseen). Used when inotify cannot vouch for the directory: its file system (or one of
+///   the directories leading to it) is not a known local one (NFS, SMB/CIFS, FUSE, Ceph,
+///   9P, overlayfs...: changes made elsewhere raise no event here), a directory below the
+///   site directory is a symbolic link, or the instance or a watch cannot be created (e.g.
+///   the `max_user_watches` limit). Within a watched directory, symbolic links and files
+///   with more than one hard link (a write through another name raises no event here) are
+///   validated this way too.
+///
+/// Either way, what a device gets is what is on disk when its request started. Bounded by
+/// the files that exist, not by the devices asking. Not noticed (in both modes): a file
+/// system mounted over a cached directory, and (watched only) writes through a shared
+/// `mmap` and a hard link made to a cached file after it was read; the site directory itself
+/// is expected to stay in place (the database lives there too).
+#[derive(Clone)]
 pub struct ScriptCache(Arc<std::sync::Mutex<CacheInner>>);
 
-#[derive(Default)]
 struct CacheInner {
-    dirs: HashMap<PathBuf, (SystemTime, Arc<HashSet<OsString>>)>,
-    files: HashMap<PathBuf, (SystemTime, u64, ScriptFile)>,
+    dirs: HashMap<PathBuf, Listing>,
+    files: HashMap<PathBuf, CachedFile>,
+    /// `None`: inotify is unavailable, every directory is stat-validated.
+    watches: Option<Watches>,
+    /// Bumped by every drain that saw an event. An entry read from disk is only inserted if
+    /// no event was drained since before the read began: otherwise the event that should
+    /// have dropped it may already have been consumed.
+    generation: u64,
 }
+
+struct Listing {
+    check: DirCheck,
+    names: Arc<Names>,
+}
+
+enum DirCheck {
+    /// Valid until an event arrives for the directory (see [`ScriptCache`]).
+    Watched,
+    /// Valid while the directory's mtime is this.
+    Mtime(SystemTime),
+}
+
+/// The names in a directory; `linked` are the symbolic links among them.
+struct Names {
+    all: HashSet<OsString>,
+    linked: HashSet<OsString>,
+}
+
+struct CachedFile {
+    check: FileCheck,
+    file: ScriptFile,
+}
+
+enum FileCheck {
+    /// Valid until an event arrives for the file's directory.
+    Watched,
+    /// Valid while the file's mtime and size are these.
+    Stat(SystemTime, u64),
+}
+
+/// The inotify instance and what its watches stand for.
+struct Watches {
+    inotify: sys::Inotify,
+    /// Watch descriptor → the directories it watches (one inode may be reached twice, e.g.
+    /// through a bind mount).
+    by_wd: HashMap<i32, Vec<PathBuf>>,
+    /// Directory → its watch descriptor and the events asked for.
+    by_path: HashMap<PathBuf, (i32, u32)>,
+}
+
+/// Name changes: enough for a directory on the way to a cached one.
+const PATH_EVENTS: u32 = sys::IN_CREATE
+    | sys::IN_DELETE
+    | sys::IN_MOVED_FROM
+    | sys::IN_MOVED_TO
+    | sys::IN_DELETE_SELF
+    | sys::IN_MOVE_SELF;
+/// Any change: for a directory whose listing and files are cached.
+const CONTENT_EVENTS: u32 = PATH_EVENTS | sys::IN_MODIFY | sys::IN_CLOSE_WRITE | sys::IN_ATTRIB;
+/// Events that add, remove or replace a name.
+const NAME_EVENTS: u32 = sys::IN_CREATE | sys::IN_DELETE | sys::IN_MOVED_FROM | sys::IN_MOVED_TO;
+/// Events after which a watch no longer stands for its path.
+const GONE_EVENTS: u32 =
+    sys::IN_DELETE_SELF | sys::IN_MOVE_SELF | sys::IN_IGNORED | sys::IN_UNMOUNT;
 
 /// Timestamps younger than this are too close to "now" to vouch for the content.
 const RACY: Duration = Duration::from_millis(100);
@@ -57,64 +155,536 @@ fn settled(t: SystemTime) -> bool {
         .is_ok_and(|age| age >= RACY)
 }
 
+/// File systems whose every change goes through this kernel, so that inotify sees it (from
+/// `linux/magic.h`): ext2/3/4, XFS, Btrfs, tmpfs, ramfs, F2FS, ZFS, bcachefs, JFS, ReiserFS,
+/// and overlayfs (containers; changes made through the overlay raise events, only edits of
+/// a lower layer behind its back would not). Anything else (network and cluster file
+/// systems, FUSE, 9P...) is stat-validated.
+const LOCAL_FS: [u32; 11] = [
+    0x794C_7630,
+    0xEF53,
+    0x5846_5342,
+    0x9123_683E,
+    0x0102_1994,
+    0x8584_58F6,
+    0xF2F5_2010,
+    0x2FC1_2FC1,
+    0xCA45_1A4E,
+    0x3153_464A,
+    0x5265_4973,
+];
+
+/// `std::fs::metadata`, counted in tests (to check that warm reads do none).
+fn stat(path: &Path) -> std::io::Result<std::fs::Metadata> {
+    #[cfg(test)]
+    tests::STATS.with(|c| c.set(c.get() + 1));
+    std::fs::metadata(path)
+}
+
+impl Default for ScriptCache {
+    fn default() -> ScriptCache {
+        let watches = match sys::Inotify::new() {
+            Ok(inotify) => Some(Watches {
+                inotify,
+                by_wd: HashMap::new(),
+                by_path: HashMap::new(),
+            }),
+            Err(e) => {
+                tracing::info!("no inotify ({e}): snippet files are validated by their mtime");
+                None
+            }
+        };
+        ScriptCache::with_watches(watches)
+    }
+}
+
 impl ScriptCache {
+    fn with_watches(watches: Option<Watches>) -> ScriptCache {
+        ScriptCache(Arc::new(std::sync::Mutex::new(CacheInner {
+            dirs: HashMap::new(),
+            files: HashMap::new(),
+            watches,
+            generation: 0,
+        })))
+    }
+
+    /// A cache that validates everything by `stat` (as without inotify).
+    #[cfg(test)]
+    fn without_inotify() -> ScriptCache {
+        ScriptCache::with_watches(None)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// [`read_script`] through the cache.
+    /// Take in the changes made so far (drain the inotify queue): reads after this see every
+    /// change that completed before it. Call once at the start of a request.
+    pub fn refresh(&self) {
+        self.lock().drain();
+    }
+
+    /// [`read_script`] through the cache, as of now (refreshes first; a request reading
+    /// many files calls [`Self::refresh`] once and then [`Self::read_refreshed`]).
     pub fn read(&self, site: &Site, rel: &str) -> Option<ScriptFile> {
+        self.refresh();
+        self.read_refreshed(site, rel)
+    }
+
+    /// [`read_script`] through the cache, as of the last [`Self::refresh`] (or later).
+    pub fn read_refreshed(&self, site: &Site, rel: &str) -> Option<ScriptFile> {
         let path = site.path(rel)?;
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return read_script(site, rel);
         };
-        let Some(names) = self.listing(dir) else {
+        let Some((names, watched)) = self.listing(&site.dir, dir) else {
             return read_script(site, rel);
         };
-        if !names.contains(name) {
+        if !names.all.contains(name) {
             return None;
         }
-        let meta = match std::fs::metadata(&path) {
+        if watched && !names.linked.contains(name) {
+            let generation = {
+                let inner = self.lock();
+                match inner.files.get(&path) {
+                    Some(CachedFile {
+                        check: FileCheck::Watched,
+                        file,
+                    }) => return Some(file.clone()),
+                    // more than one hard link: validated by stat, below
+                    Some(CachedFile {
+                        check: FileCheck::Stat(..),
+                        ..
+                    }) => None,
+                    None => Some(inner.generation),
+                }
+            };
+            if let Some(generation) = generation {
+                let (file, meta) = read_script_meta(&path)?;
+                if let (Ok(_), Some(meta)) = (&file.content, meta) {
+                    let check = if std::os::unix::fs::MetadataExt::nlink(&meta) == 1 {
+                        Some(FileCheck::Watched)
+                    } else {
+                        meta.modified()
+                            .ok()
+                            .filter(|m| settled(*m))
+                            .map(|m| FileCheck::Stat(m, meta.len()))
+                    };
+                    if let Some(check) = check {
+                        let mut inner = self.lock();
+                        if inner.generation == generation {
+                            let file = file.clone();
+                            inner.files.insert(path, CachedFile { check, file });
+                        }
+                    }
+                }
+                return Some(file);
+            }
+        }
+        self.read_stat_validated(site, rel, path)
+    }
+
+    /// A file validated by its mtime and size.
+    fn read_stat_validated(&self, site: &Site, rel: &str, path: PathBuf) -> Option<ScriptFile> {
+        let meta = match stat(&path) {
             Ok(m) if m.is_file() => m,
             _ => return read_script(site, rel),
         };
         let Ok(mtime) = meta.modified() else {
             return read_script(site, rel);
         };
-        if let Some((m, len, file)) = self.lock().files.get(&path) {
+        if let Some(CachedFile {
+            check: FileCheck::Stat(m, len),
+            file,
+        }) = self.lock().files.get(&path)
+        {
             if *m == mtime && *len == meta.len() {
                 return Some(file.clone());
             }
         }
         let file = read_script(site, rel)?;
         if file.content.is_ok() && settled(mtime) {
-            self.lock()
-                .files
-                .insert(path, (mtime, meta.len(), file.clone()));
+            let check = FileCheck::Stat(mtime, meta.len());
+            let cached = CachedFile {
+                check,
+                file: file.clone(),
+            };
+            self.lock().files.insert(path, cached);
         }
         Some(file)
     }
 
-    /// The names in `dir`, from the cache while the directory's mtime is unchanged; `None`
-    /// when the directory cannot be read (the caller reads the file directly).
-    fn listing(&self, dir: &Path) -> Option<Arc<HashSet<OsString>>> {
-        let mtime = std::fs::metadata(dir).ok()?.modified().ok()?;
-        if let Some((m, names)) = self.lock().dirs.get(dir) {
+    /// The names in `dir` (a directory in `site_dir`, or itself), and whether they are
+    /// watched; `None` when the directory cannot be read (the caller reads the file directly).
+    fn listing(&self, site_dir: &Path, dir: &Path) -> Option<(Arc<Names>, bool)> {
+        let generation = {
+            let mut inner = self.lock();
+            match inner.dirs.get(dir) {
+                Some(Listing {
+                    check: DirCheck::Watched,
+                    names,
+                }) => return Some((names.clone(), true)),
+                Some(Listing {
+                    check: DirCheck::Mtime(_),
+                    ..
+                }) => None,
+                None => inner.watch(site_dir, dir).then_some(inner.generation),
+            }
+        };
+        let Some(generation) = generation else {
+            return self.stat_listing(dir).map(|names| (names, false));
+        };
+        // watched before read: a change after this reading raises an event
+        let names = Arc::new(read_names(dir)?);
+        let mut inner = self.lock();
+        if inner.generation == generation {
+            let listing = Listing {
+                check: DirCheck::Watched,
+                names: names.clone(),
+            };
+            inner.dirs.insert(dir.to_path_buf(), listing);
+        }
+        Some((names, true))
+    }
+
+    /// The names in `dir`, from the cache while the directory's mtime is unchanged.
+    fn stat_listing(&self, dir: &Path) -> Option<Arc<Names>> {
+        let mtime = stat(dir).ok()?.modified().ok()?;
+        if let Some(Listing {
+            check: DirCheck::Mtime(m),
+            names,
+        }) = self.lock().dirs.get(dir)
+        {
             if *m == mtime {
                 return Some(names.clone());
             }
         }
-        let names: HashSet<OsString> = std::fs::read_dir(dir)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.file_name()))
-            .collect();
-        let names = Arc::new(names);
+        let names = Arc::new(read_names(dir)?);
         if settled(mtime) {
-            self.lock()
-                .dirs
-                .insert(dir.to_path_buf(), (mtime, names.clone()));
+            let listing = Listing {
+                check: DirCheck::Mtime(mtime),
+                names: names.clone(),
+            };
+            self.lock().dirs.insert(dir.to_path_buf(), listing);
         }
         Some(names)
+    }
+}
+
+fn read_names(dir: &Path) -> Option<Names> {
+    let mut names = Names {
+        all: HashSet::new(),
+        linked: HashSet::new(),
+    };
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name();
+        // the type comes with the entry (d_type) on local file systems
+        if e.file_type().is_ok_and(|t| t.is_symlink()) {
+            names.linked.insert(name.clone());
+        }
+        names.all.insert(name);
+    }
+    Some(names)
+}
+
+impl CacheInner {
+    /// Make sure `dir` (in `site_dir`, or itself) and the directories leading to it are
+    /// watched; `false` when inotify cannot vouch for it (see [`ScriptCache`]).
+    fn watch(&mut self, site_dir: &Path, dir: &Path) -> bool {
+        let Some(w) = &mut self.watches else {
+            return false;
+        };
+        let Ok(below) = dir.strip_prefix(site_dir) else {
+            return false;
+        };
+        let mut path = site_dir.to_path_buf();
+        let mut chain = vec![path.clone()];
+        for c in below.components() {
+            path.push(c);
+            chain.push(path.clone());
+        }
+        let last = chain.len() - 1;
+        for (i, p) in chain.into_iter().enumerate() {
+            let want = if i == last {
+                CONTENT_EVENTS
+            } else {
+                PATH_EVENTS
+            };
+            let have = match w.by_path.get(&p) {
+                Some((_, have)) if have & want == want => continue,
+                Some((_, have)) => *have,
+                None => {
+                    // the site directory itself may be a link (it is expected to stay put)
+                    let link =
+                        i > 0 && std::fs::symlink_metadata(&p).map_or(true, |m| m.is_symlink());
+                    if link || !sys::fs_type(&p).is_ok_and(|t| LOCAL_FS.contains(&t)) {
+                        return false;
+                    }
+                    0
+                }
+            };
+            let wd = match w
+                .inotify
+                .add_watch(&p, want | sys::IN_MASK_ADD | sys::IN_ONLYDIR)
+            {
+                Ok(wd) => wd,
+                Err(e) => {
+                    tracing::debug!("cannot watch {}: {e}", p.display());
+                    return false;
+                }
+            };
+            let paths = w.by_wd.entry(wd).or_default();
+            if !paths.contains(&p) {
+                paths.push(p.clone());
+            }
+            w.by_path.insert(p, (wd, have | want));
+        }
+        true
+    }
+
+    /// Take in the queued events (see [`ScriptCache`]).
+    fn drain(&mut self) {
+        let Some(w) = &mut self.watches else {
+            return;
+        };
+        let mut events = Vec::new();
+        let mut buf = [0u8; 4096];
+        let failed = loop {
+            match w.inotify.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => sys::parse_events(&buf[..n], |wd, mask, name| {
+                    events.push((wd, mask, name.map(OsString::from)))
+                }),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                Err(e) => {
+                    tracing::warn!("reading inotify events: {e}");
+                    break true;
+                }
+            }
+        };
+        if failed || !events.is_empty() {
+            self.generation += 1;
+        }
+        if failed {
+            self.dirs.clear();
+            self.files.clear();
+            return;
+        }
+        for (wd, mask, name) in events {
+            self.event(wd, mask, name);
+        }
+    }
+
+    fn event(&mut self, wd: i32, mask: u32, name: Option<OsString>) {
+        if mask & sys::IN_Q_OVERFLOW != 0 {
+            self.dirs.clear();
+            self.files.clear();
+            return;
+        }
+        let Some(w) = &self.watches else {
+            return;
+        };
+        let Some(paths) = w.by_wd.get(&wd).cloned() else {
+            return;
+        };
+        for dir in paths {
+            match &name {
+                Some(name) => {
+                    let child = dir.join(name);
+                    self.files.remove(&child);
+                    if mask & NAME_EVENTS != 0 {
+                        self.dirs.remove(&dir);
+                    }
+                    if mask & (NAME_EVENTS | sys::IN_ISDIR) != 0 {
+                        // what was reached through that name may be another directory now
+                        self.forget(&child, mask & NAME_EVENTS != 0);
+                    }
+                }
+                None => self.forget(&dir, mask & GONE_EVENTS != 0),
+            }
+        }
+        if mask & sys::IN_IGNORED != 0 {
+            // the kernel dropped the watch (its mappings went with GONE_EVENTS above)
+            if let Some(w) = &mut self.watches {
+                w.by_wd.remove(&wd);
+            }
+        }
+    }
+
+    /// Drop what is cached in and below `dir`, and with `unwatch` the watches standing for
+    /// those paths (they may name other inodes now).
+    fn forget(&mut self, dir: &Path, unwatch: bool) {
+        self.dirs.retain(|p, _| !p.starts_with(dir));
+        self.files.retain(|p, _| !p.starts_with(dir));
+        let Some(w) = &mut self.watches else {
+            return;
+        };
+        if !unwatch {
+            return;
+        }
+        let gone: Vec<(PathBuf, i32)> = w
+            .by_path
+            .iter()
+            .filter(|(p, _)| p.starts_with(dir))
+            .map(|(p, (wd, _))| (p.clone(), *wd))
+            .collect();
+        for (p, wd) in gone {
+            w.by_path.remove(&p);
+            if let Some(paths) = w.by_wd.get_mut(&wd) {
+                paths.retain(|q| *q != p);
+                if paths.is_empty() {
+                    w.by_wd.remove(&wd);
+                    w.inotify.rm_watch(wd);
+                }
+            }
+        }
+    }
+}
+
+/// The unsafe part: the inotify and `statfs` system calls.
+#[cfg(target_os = "linux")]
+mod sys {
+    use std::ffi::{CString, OsStr};
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    pub use libc::{
+        IN_ATTRIB, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_IGNORED, IN_ISDIR,
+        IN_MASK_ADD, IN_MODIFY, IN_MOVED_FROM, IN_MOVED_TO, IN_MOVE_SELF, IN_ONLYDIR,
+        IN_Q_OVERFLOW, IN_UNMOUNT,
+    };
+
+    /// An inotify instance (non-blocking, closed on drop).
+    pub struct Inotify(OwnedFd);
+
+    fn c_path(path: &Path) -> io::Result<CString> {
+        CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    }
+
+    impl Inotify {
+        pub fn new() -> io::Result<Inotify> {
+            // SAFETY: no pointers; the flags are valid for inotify_init1.
+            let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` was just returned open by inotify_init1 and is owned by nothing
+            // else; the OwnedFd closes it exactly once.
+            Ok(Inotify(unsafe { OwnedFd::from_raw_fd(fd) }))
+        }
+
+        /// Watch the directory `path` for `mask`; the watch descriptor.
+        pub fn add_watch(&self, path: &Path, mask: u32) -> io::Result<i32> {
+            let c = c_path(path)?;
+            // SAFETY: the fd is open (owned by self); `c` is a NUL-terminated string that
+            // outlives the call.
+            let wd = unsafe { libc::inotify_add_watch(self.0.as_raw_fd(), c.as_ptr(), mask) };
+            if wd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(wd)
+        }
+
+        pub fn rm_watch(&self, wd: i32) {
+            // SAFETY: the fd is open; a stale `wd` only makes the call fail (EINVAL).
+            unsafe { libc::inotify_rm_watch(self.0.as_raw_fd(), wd) };
+        }
+
+        /// Queued events into `buf` (whole events only); `WouldBlock` when none.
+        pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+            // SAFETY: the fd is open; `buf` is valid for writes of `buf.len()` bytes.
+            let n = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            usize::try_from(n).map_err(|_| io::Error::last_os_error())
+        }
+    }
+
+    /// Each `struct inotify_event` in `buf`: its watch descriptor, mask and name.
+    pub fn parse_events(buf: &[u8], mut f: impl FnMut(i32, u32, Option<&OsStr>)) {
+        const HEADER: usize = 16; // wd, mask, cookie, len
+        let mut rest = buf;
+        while rest.len() >= HEADER {
+            let word = |i: usize| [rest[i], rest[i + 1], rest[i + 2], rest[i + 3]];
+            let wd = i32::from_ne_bytes(word(0));
+            let mask = u32::from_ne_bytes(word(4));
+            let len = u32::from_ne_bytes(word(12)) as usize;
+            let Some(name) = rest.get(HEADER..HEADER + len) else {
+                return;
+            };
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(len)];
+            f(
+                wd,
+                mask,
+                (!name.is_empty()).then(|| OsStr::from_bytes(name)),
+            );
+            rest = &rest[HEADER + len..];
+        }
+    }
+
+    /// The file system type (`f_type` of `statfs`) of `path`.
+    pub fn fs_type(path: &Path) -> io::Result<u32> {
+        #[cfg(test)]
+        super::tests::STATS.with(|c| c.set(c.get() + 1));
+        let c = c_path(path)?;
+        // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is NUL-terminated and `st` is a valid, writable statfs; both outlive
+        // the call.
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // the magic numbers are 32 bits; `f_type`'s width varies by architecture
+        #[allow(clippy::unnecessary_cast)]
+        let magic = st.f_type as u32;
+        Ok(magic)
+    }
+}
+
+/// Without inotify: everything is stat-validated.
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    use std::ffi::OsStr;
+    use std::io;
+    use std::path::Path;
+
+    pub const IN_MODIFY: u32 = 0x2;
+    pub const IN_ATTRIB: u32 = 0x4;
+    pub const IN_CLOSE_WRITE: u32 = 0x8;
+    pub const IN_MOVED_FROM: u32 = 0x40;
+    pub const IN_MOVED_TO: u32 = 0x80;
+    pub const IN_CREATE: u32 = 0x100;
+    pub const IN_DELETE: u32 = 0x200;
+    pub const IN_DELETE_SELF: u32 = 0x400;
+    pub const IN_MOVE_SELF: u32 = 0x800;
+    pub const IN_UNMOUNT: u32 = 0x2000;
+    pub const IN_Q_OVERFLOW: u32 = 0x4000;
+    pub const IN_IGNORED: u32 = 0x8000;
+    pub const IN_ONLYDIR: u32 = 0x0100_0000;
+    pub const IN_MASK_ADD: u32 = 0x2000_0000;
+    pub const IN_ISDIR: u32 = 0x4000_0000;
+
+    pub struct Inotify;
+
+    impl Inotify {
+        pub fn new() -> io::Result<Inotify> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        pub fn add_watch(&self, _: &Path, _: u32) -> io::Result<i32> {
+            Err(io::ErrorKind::Unsupported.into())
+        }
+        pub fn rm_watch(&self, _: i32) {}
+        pub fn read(&self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    pub fn parse_events(_: &[u8], _: impl FnMut(i32, u32, Option<&OsStr>)) {}
+
+    pub fn fs_type(_: &Path) -> io::Result<u32> {
+        Err(io::ErrorKind::Unsupported.into())
     }
 }
 
@@ -131,7 +701,24 @@ impl SitePorts {
             http,
             master,
             scripts: None,
+            scripts_refreshed: false,
+            inline: false,
+            deferred: false,
         }
+    }
+
+    /// Ports for a run on an async task, which must not wait: a master lookup that needs
+    /// the network, a dynamic snippet hook or a reverse DNS lookup is not done; the port
+    /// answers as if it had nothing and [`SitePorts::deferred`] turns true, and the caller
+    /// drops the result and runs the engine again with normal ports on a blocking thread.
+    pub fn inline(mut self) -> SitePorts {
+        self.inline = true;
+        self
+    }
+
+    /// Whether an inline run needed a port that waits (its result must be discarded).
+    pub fn deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Read snippet files through `cache` (see [`ScriptCache`]).
@@ -155,42 +742,64 @@ impl SitePorts {
 /// Read a snippet file: `None` when missing, its content as UTF-8 or (otherwise) ISO-8859-1,
 /// or the reason it exists but cannot be read.
 pub fn read_script(site: &Site, rel: &str) -> Option<ScriptFile> {
-    let path = site.path(rel)?;
-    let meta = match std::fs::metadata(&path) {
+    read_script_meta(&site.path(rel)?).map(|(file, _)| file)
+}
+
+/// [`read_script`] at `path`, with the metadata taken before reading it (`None` when it is
+/// not a readable file).
+fn read_script_meta(path: &Path) -> Option<(ScriptFile, Option<std::fs::Metadata>)> {
+    let meta = match stat(path) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
             return None
         }
         Err(e) => {
-            return Some(ScriptFile {
+            let file = ScriptFile {
                 mtime: 0,
                 content: Err(e.to_string()),
-            })
+            };
+            return Some((file, None));
         }
     };
     let mtime = mtime_secs(&meta);
     if meta.is_dir() {
-        return Some(ScriptFile {
+        let file = ScriptFile {
             mtime,
             content: Err("is a directory".to_string()),
-        });
+        };
+        return Some((file, None));
     }
     // Bytes as they are (ISO-8859-1 view): the device gets exactly the file's bytes.
-    let content = std::fs::read(&path)
+    let content = std::fs::read(path)
         .map(|b| latin1_decode(&b))
         .map_err(|e| e.to_string());
-    Some(ScriptFile { mtime, content })
+    let meta = (content.is_ok() && meta.is_file()).then_some(meta);
+    Some((ScriptFile { mtime, content }, meta))
 }
 
 impl Ports for SitePorts {
     fn script(&mut self, rel_path: &str) -> Option<ScriptFile> {
         match &self.scripts {
-            Some(cache) => cache.read(&self.site, rel_path),
+            Some(cache) => {
+                // one drain per request: changes completed before it started are seen
+                if !self.scripts_refreshed {
+                    cache.refresh();
+                    self.scripts_refreshed = true;
+                }
+                cache.read_refreshed(&self.site, rel_path)
+            }
             None => read_script(&self.site, rel_path),
         }
     }
 
     fn master(&mut self) -> MasterLookup {
+        if self.inline && !crate::master::answers_at_once(&self.site, crate::app::now()) {
+            self.deferred = true;
+            return MasterLookup {
+                notes: Vec::new(),
+                builds: Err("deferred".into()),
+            };
+        }
         crate::master::lookup(
             &self.site,
             &self.runtime,
@@ -201,6 +810,11 @@ impl Ports for SitePorts {
     }
 
     fn dynamic(&mut self, state: &DeviceState) -> Result<DynamicSnippets, String> {
+        let cfg = &self.site.config.scripting;
+        if self.inline && !(cfg.hook_command.is_empty() && cfg.hook_url.is_empty()) {
+            self.deferred = true;
+            return Ok(DynamicSnippets::default());
+        }
         crate::hook::dynamic(&self.site, &self.runtime, &self.http, state)
     }
 
@@ -218,6 +832,10 @@ impl Ports for SitePorts {
     }
 
     fn reverse_dns(&mut self, ip: &str) -> Option<String> {
+        if self.inline {
+            self.deferred = true;
+            return None;
+        }
         let ip: std::net::IpAddr = ip.parse().ok()?;
         dns_lookup::lookup_addr(&ip)
             .ok()
@@ -251,6 +869,11 @@ pub fn list_files(site: &Site, dir: &str, pattern: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// `stat`s (and `statfs`s) done by the cache on this thread.
+        pub(super) static STATS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     fn site(dir: &std::path::Path) -> Site {
         Site {
@@ -300,11 +923,20 @@ mod tests {
     /// seen on the next read, even within one timestamp tick.
     #[test]
     fn script_cache_follows_the_disk() {
+        follows_the_disk(ScriptCache::default());
+    }
+
+    /// The same without inotify: validated by `stat`.
+    #[test]
+    fn stat_validated_cache_follows_the_disk() {
+        follows_the_disk(ScriptCache::without_inotify());
+    }
+
+    fn follows_the_disk(cache: ScriptCache) {
         let t = tempfile::tempdir().unwrap();
         let s = site(t.path());
         let dir = t.path().join("scripts");
         std::fs::create_dir_all(&dir).unwrap();
-        let cache = ScriptCache::default();
         let age = |p: &Path, secs: u64| {
             std::fs::File::options()
                 .write(true)
@@ -335,5 +967,307 @@ mod tests {
         assert_eq!(read("scripts/a.txt").as_deref(), Some("three\n"));
         // paths leaving the site are missing, as without the cache
         assert_eq!(read("../x.txt"), None);
+    }
+
+    /// A temporary directory on a file system inotify is trusted on (`None`, after saying so,
+    /// when there is none: these tests are then skipped).
+    fn local_tempdir() -> Option<tempfile::TempDir> {
+        for base in [std::env::temp_dir(), PathBuf::from("/dev/shm")] {
+            if sys::fs_type(&base).is_ok_and(|t| LOCAL_FS.contains(&t)) {
+                return Some(tempfile::tempdir_in(base).unwrap());
+            }
+        }
+        eprintln!("no temporary directory on a local file system: skipped");
+        None
+    }
+
+    fn is_watched(cache: &ScriptCache, dir: &Path) -> bool {
+        matches!(
+            cache.lock().dirs.get(dir),
+            Some(Listing {
+                check: DirCheck::Watched,
+                ..
+            })
+        )
+    }
+
+    fn stats() -> usize {
+        STATS.with(|c| c.replace(0))
+    }
+
+    /// Same size, same mtime, within the same second: only the inotify event tells, and a
+    /// new request sees it.
+    #[test]
+    fn watched_cache_sees_same_size_rewrites() {
+        let Some(t) = local_tempdir() else { return };
+        let s = site(t.path());
+        let dir = t.path().join("scripts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a.txt");
+        let cache = ScriptCache::default();
+        let read = |rel: &str| cache.read_refreshed(&s, rel).map(|f| f.content.unwrap());
+        std::fs::write(&a, "one\n").unwrap();
+        cache.refresh();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("one\n"));
+        assert!(is_watched(&cache, &dir));
+        // cached at once (no racy-timestamp wait): the second read is served from memory
+        stats();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("one\n"));
+        assert_eq!(stats(), 0);
+        // rewritten (truncate + write), same length, no sleep
+        std::fs::write(&a, "two\n").unwrap();
+        cache.refresh();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("two\n"));
+        // overwritten in place with the size and mtime put back as they were: a stat could
+        // not tell, the event does
+        let before = std::fs::metadata(&a).unwrap();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("two\n"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::options().write(true).open(&a).unwrap();
+            f.write_all(b"TWO\n").unwrap();
+            f.set_modified(before.modified().unwrap()).unwrap();
+        }
+        let after = std::fs::metadata(&a).unwrap();
+        assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+        assert_eq!(after.len(), before.len());
+        cache.refresh();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("TWO\n"));
+        // through the ports: each request (a new `SitePorts`) refreshes on its first read
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let s = Arc::new(s);
+        let ports = || {
+            SitePorts::standalone(s.clone(), rt.handle().clone()).with_script_cache(cache.clone())
+        };
+        let content = |p: &mut SitePorts| p.script("scripts/a.txt").unwrap().content.unwrap();
+        assert_eq!(content(&mut ports()), "TWO\n");
+        std::fs::write(&a, "3rd\n").unwrap();
+        assert_eq!(content(&mut ports()), "3rd\n");
+    }
+
+    /// New, removed, renamed-into-place files, and a replaced directory: seen by the next
+    /// request.
+    #[test]
+    fn watched_cache_follows_names() {
+        let Some(t) = local_tempdir() else { return };
+        let s = site(t.path());
+        let dir = t.path().join("scripts");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.txt"), "one\n").unwrap();
+        std::fs::write(dir.join("sub/c.txt"), "sub\n").unwrap();
+        let cache = ScriptCache::default();
+        let read = |rel: &str| {
+            cache.refresh();
+            cache.read_refreshed(&s, rel).map(|f| f.content.unwrap())
+        };
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("one\n"));
+        assert_eq!(read("scripts/b.txt"), None);
+        assert_eq!(read("scripts/sub/c.txt").as_deref(), Some("sub\n"));
+        assert!(is_watched(&cache, &dir));
+        assert!(is_watched(&cache, &dir.join("sub")));
+        // created after the listing was cached
+        std::fs::write(dir.join("b.txt"), "new\n").unwrap();
+        assert_eq!(read("scripts/b.txt").as_deref(), Some("new\n"));
+        // removed
+        std::fs::remove_file(dir.join("b.txt")).unwrap();
+        assert_eq!(read("scripts/b.txt"), None);
+        // written aside and renamed into place, as editors do
+        std::fs::write(dir.join(".a.txt.tmp"), "edited\n").unwrap();
+        std::fs::rename(dir.join(".a.txt.tmp"), dir.join("a.txt")).unwrap();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("edited\n"));
+        // the whole directory replaced: its old watch must not vouch for the new one
+        let new = t.path().join("scripts.new");
+        std::fs::create_dir_all(new.join("sub")).unwrap();
+        std::fs::write(new.join("a.txt"), "swapped\n").unwrap();
+        std::fs::write(new.join("sub/c.txt"), "swapped sub\n").unwrap();
+        std::fs::rename(&dir, t.path().join("scripts.old")).unwrap();
+        std::fs::rename(&new, &dir).unwrap();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("swapped\n"));
+        assert_eq!(read("scripts/sub/c.txt").as_deref(), Some("swapped sub\n"));
+        assert!(is_watched(&cache, &dir.join("sub")));
+        std::fs::write(dir.join("sub/c.txt"), "changed sub\n").unwrap();
+        assert_eq!(read("scripts/sub/c.txt").as_deref(), Some("changed sub\n"));
+        // the directory removed
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(read("scripts/a.txt"), None);
+        assert_eq!(read("scripts/sub/c.txt"), None);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.txt"), "back\n").unwrap();
+        assert_eq!(read("scripts/a.txt").as_deref(), Some("back\n"));
+    }
+
+    /// Once warm, a request's reads in a watched directory do no `stat` at all.
+    #[test]
+    fn watched_cache_reads_without_stat() {
+        let Some(t) = local_tempdir() else { return };
+        let s = site(t.path());
+        let dir = t.path().join("scripts");
+        std::fs::create_dir_all(dir.join("dev")).unwrap();
+        std::fs::write(dir.join("a.txt"), "one\n").unwrap();
+        std::fs::write(dir.join("dev/x.txt"), "x\n").unwrap();
+        let cache = ScriptCache::default();
+        let files = [
+            "scripts/a.txt",
+            "scripts/b.txt",
+            "scripts/dev/x.txt",
+            "scripts/dev/y.txt",
+        ];
+        let request = || {
+            cache.refresh();
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                for f in files {
+                    got.push(cache.read_refreshed(&s, f).map(|f| f.content.unwrap()));
+                }
+            }
+            got
+        };
+        let warm = request();
+        assert_eq!(warm[0].as_deref(), Some("one\n"));
+        assert_eq!(warm[1], None);
+        assert_eq!(warm[2].as_deref(), Some("x\n"));
+        assert_eq!(warm[3], None);
+        assert!(stats() > 0);
+        assert_eq!(request(), warm);
+        assert_eq!(stats(), 0, "stat calls on warm reads");
+        // a change costs one read of what changed, then none again
+        std::fs::write(dir.join("a.txt"), "two\n").unwrap();
+        assert_eq!(request()[0].as_deref(), Some("two\n"));
+        assert_eq!(stats(), 1);
+        request();
+        assert_eq!(stats(), 0);
+    }
+
+    /// Without inotify (or where it is not trusted) every read validates by `stat`, and a
+    /// file with another hard link is validated that way in a watched directory as well.
+    #[test]
+    fn stat_validation_fallback() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("site");
+        let s = site(&root);
+        let dir = root.join("scripts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a.txt");
+        std::fs::write(&a, "one\n").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        std::thread::sleep(RACY * 2); // a settled directory mtime
+        let cache = ScriptCache::without_inotify();
+        let read = |cache: &ScriptCache| {
+            cache.refresh();
+            cache
+                .read_refreshed(&s, "scripts/a.txt")
+                .map(|f| f.content.unwrap())
+        };
+        assert_eq!(read(&cache).as_deref(), Some("one\n"));
+        stats();
+        assert_eq!(read(&cache).as_deref(), Some("one\n"));
+        assert!(matches!(
+            cache.lock().dirs.get(&dir),
+            Some(Listing {
+                check: DirCheck::Mtime(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            cache.lock().files.get(&a),
+            Some(CachedFile {
+                check: FileCheck::Stat(..),
+                ..
+            })
+        ));
+        assert_eq!(stats(), 2, "the directory and the file are stat-validated");
+        std::fs::write(&a, "two\n").unwrap();
+        assert_eq!(read(&cache).as_deref(), Some("two\n"));
+
+        // a second hard link (outside the watched directories): writes through it raise no
+        // event there, so the file is stat-validated even in a watched directory
+        if sys::fs_type(t.path()).is_ok_and(|t| LOCAL_FS.contains(&t)) {
+            std::fs::write(&a, "one\n").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&a)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            let elsewhere = t.path().join("elsewhere.txt");
+            std::fs::hard_link(&a, &elsewhere).unwrap();
+            let cache = ScriptCache::default();
+            assert_eq!(read(&cache).as_deref(), Some("one\n"));
+            assert!(is_watched(&cache, &dir));
+            assert!(matches!(
+                cache.lock().files.get(&a),
+                Some(CachedFile {
+                    check: FileCheck::Stat(..),
+                    ..
+                })
+            ));
+            std::fs::write(&elsewhere, "two\n").unwrap();
+            assert_eq!(read(&cache).as_deref(), Some("two\n"));
+        }
+    }
+
+    /// Readers filling the cache while the file changes and others drain the events: a read
+    /// that began before a change must not put its stale content in the cache after the
+    /// event that would have dropped it was taken in by someone else.
+    #[test]
+    fn watched_cache_concurrent_fills_stay_exact() {
+        let Some(t) = local_tempdir() else { return };
+        let s = Arc::new(site(t.path()));
+        let dir = t.path().join("scripts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = dir.join("a.txt");
+        std::fs::write(&a, "v00000\n").unwrap();
+        let cache = ScriptCache::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (cache, s, stop) = (cache.clone(), s.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        cache.refresh();
+                        cache.read_refreshed(&s, "scripts/a.txt");
+                    }
+                })
+            })
+            .collect();
+        for i in 1..3000 {
+            let want = format!("v{i:05}\n");
+            std::fs::write(&a, &want).unwrap();
+            cache.refresh();
+            let got = cache.read_refreshed(&s, "scripts/a.txt").unwrap();
+            assert_eq!(got.content.unwrap(), want);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn inotify_events_are_parsed() {
+        let mut buf = Vec::new();
+        for (wd, mask, name) in [(1i32, 2u32, &b"a.txt\0\0\0"[..]), (3, 4, &b""[..])] {
+            buf.extend_from_slice(&wd.to_ne_bytes());
+            buf.extend_from_slice(&mask.to_ne_bytes());
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            buf.extend_from_slice(&(name.len() as u32).to_ne_bytes());
+            buf.extend_from_slice(name);
+        }
+        let mut got = Vec::new();
+        sys::parse_events(&buf, |wd, mask, name| {
+            got.push((wd, mask, name.map(OsString::from)))
+        });
+        assert_eq!(
+            got,
+            vec![(1, 2, Some(OsString::from("a.txt"))), (3, 4, None)]
+        );
     }
 }

@@ -239,6 +239,14 @@ pub fn restart_needed(old: &SiteConfig, new: &SiteConfig) -> Vec<String> {
         old.server.database != new.server.database,
     );
     cmp(
+        "[server] state_batch_ms",
+        old.server.state_batch_ms != new.server.state_batch_ms,
+    );
+    cmp(
+        "[server] state_cache",
+        old.server.state_cache != new.server.state_cache,
+    );
+    cmp(
         "[server] max_config_requests",
         old.server.max_config_requests != new.server.max_config_requests,
     );

@@ -4,8 +4,9 @@
 //! A request with `mode` in its query string goes to [`crate::uploads`] first, as the
 //! reference does. Otherwise the HTTP request becomes an [`UpdateRequest`], the device state
 //! is loaded (when state tracking is on and `sn` is given), the engine
-//! ([`autoprov_core::innovaphone::plan_update`]) runs on a blocking thread with
-//! [`crate::SitePorts`], and its body is sent back. This module takes no decision about the
+//! ([`autoprov_core::innovaphone::plan_update`]) runs with [`crate::SitePorts`] (on the
+//! request's own task; again on a blocking thread when it needs a port that waits), and its
+//! body is sent back. This module takes no decision about the
 //! device: it translates and records (including the CSR files the engine wants removed, and
 //! the auto-sign policy of [`crate::rollout::auto_sign`] before the engine looks at the files).
 
@@ -84,23 +85,27 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     };
 
     let runtime = tokio::runtime::Handle::current();
-    let mut ports = app.ports(runtime);
     let site = app.site_arc();
-    let engine_req = req.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let signed = auto_sign(&site, &engine_req);
-        let mut outcome = plan_update(&site, &engine_req, state, now, &mut ports);
-        remove_files(&site, &outcome.remove_files);
-        if let Some(msg) = signed {
-            tracing::info!(sn = engine_req.arg("sn").unwrap_or(""), "{msg}");
-            if let Some(st) = outcome.state.as_mut() {
-                st.add_msg(&format!("certificates: {msg}"), now);
-            }
-        }
-        outcome
-    })
-    .await;
-    let outcome = match joined {
+    let signed = auto_sign(&site, &req);
+    // The engine is pure computation over cached files: it runs right here. Only when it
+    // needs something that waits (a master device lookup over the network, a dynamic
+    // snippet hook, a reverse DNS lookup) is the attempt dropped and the engine run again
+    // on the blocking pool, where those may take their time.
+    let mut inline_ports = app.ports(runtime.clone()).inline();
+    let retry_state = state.clone();
+    let first = plan_update(&site, &req, state, now, &mut inline_ports);
+    let outcome = if !inline_ports.deferred() {
+        Ok(first)
+    } else {
+        let mut ports = app.ports(runtime);
+        let engine_site = site.clone();
+        let engine_req = req.clone();
+        tokio::task::spawn_blocking(move || {
+            plan_update(&engine_site, &engine_req, retry_state, now, &mut ports)
+        })
+        .await
+    };
+    let mut outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(sn = sn.as_deref().unwrap_or(""), error = %e, "update engine failed");
@@ -110,6 +115,13 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
             );
         }
     };
+    remove_files(&site, &outcome.remove_files);
+    if let Some(msg) = signed {
+        tracing::info!(sn = req.arg("sn").unwrap_or(""), "{msg}");
+        if let Some(st) = outcome.state.as_mut() {
+            st.add_msg(&format!("certificates: {msg}"), now);
+        }
+    }
 
     tracing::info!(
         sn = sn.as_deref().unwrap_or(""),

@@ -150,31 +150,17 @@ pub async fn handle(app: AppState, req: Request) -> Response {
             })
     });
 
-    let render_site = site.clone();
-    let render_identity = identity.clone();
+    // Rendering is computation over compiled templates: done right here, no thread hand-off.
     let templates = SiteTemplates::new(site.dir.clone(), app.vendor_templates().clone());
-    let joined = tokio::task::spawn_blocking(move || {
-        let out = vendors::render_file(
-            &render_site.config,
-            &render_identity,
-            &settings,
-            firmware.as_ref(),
-            &base_url,
-            &templates,
-        );
-        (out, templates.problems(), settings.groups)
-    })
-    .await;
-    let (rendered, problems, groups) = match joined {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(path = %dreq.path, error = %e, "rendering failed");
-            return respond::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "# internal error while rendering\r\n".into(),
-            );
-        }
-    };
+    let rendered = vendors::render_file(
+        &site.config,
+        &identity,
+        &settings,
+        firmware.as_ref(),
+        &base_url,
+        &templates,
+    );
+    let (problems, groups) = (templates.problems(), settings.groups);
 
     let now = now();
     if config.provisioning.inventory {
@@ -191,7 +177,7 @@ pub async fn handle(app: AppState, req: Request) -> Response {
     {
         if let Err(e) = app
             .firmware()
-            .report_version(
+            .note_report(
                 app.store(),
                 mac.as_str(),
                 identity.vendor,

@@ -141,6 +141,11 @@ impl Store {
             self.notify(|o| o.saved(s));
         }
         let _flushed = self.flushed().await?;
+        if let Some(wb) = &self.wb {
+            for s in states {
+                wb.forget_clean(&s.sn);
+            }
+        }
         self.write_states(states).await
     }
 
@@ -150,7 +155,9 @@ impl Store {
         self.save_many_in(&mut tx, states)
             .await
             .map_err(|e| self.err(e))?;
+        let generation = self.bump_generation(&mut *tx).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
+        self.note_own_write(generation);
         Ok(())
     }
 
@@ -240,6 +247,8 @@ impl Store {
             .execute(self.pool())
             .await
             .map_err(|e| self.err(e))?;
+        let generation = self.bump_generation(self.pool()).await?;
+        self.note_own_write(generation);
         self.notify(|o| o.deleted(sn));
         Ok(done.rows_affected() > 0)
     }
@@ -247,12 +256,17 @@ impl Store {
     /// Set the last-contact time of `sn` to `now`. `false` if the device is unknown.
     pub async fn touch(&self, sn: &str, now: i64) -> Result<bool> {
         let _flushed = self.flushed().await?;
+        if let Some(wb) = &self.wb {
+            wb.forget_clean(sn);
+        }
         let done = sqlx::query("UPDATE devices SET seen = $1 WHERE sn = $2")
             .bind(now)
             .bind(nf(sn))
             .execute(self.pool())
             .await
             .map_err(|e| self.err(e))?;
+        let generation = self.bump_generation(self.pool()).await?;
+        self.note_own_write(generation);
         if done.rows_affected() > 0 {
             self.notify(|o| o.touched(sn, now));
         }
@@ -271,6 +285,8 @@ impl Store {
             .execute(self.pool())
             .await
             .map_err(|e| self.err(e))?;
+        let generation = self.bump_generation(self.pool()).await?;
+        self.note_own_write(generation);
         self.notify(|o| o.expired(older_than));
         Ok(done.rows_affected())
     }

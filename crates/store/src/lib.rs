@@ -33,6 +33,7 @@ mod firmware;
 mod lock;
 mod meta;
 mod sessions;
+mod signal;
 pub mod testing;
 mod users;
 mod writebehind;
@@ -78,6 +79,10 @@ pub struct StoreOptions {
     /// open); at most this many devices are in a load-modify-save cycle at once per process.
     /// Default 32.
     pub lock_connections: u32,
+    /// With write-behind: how many devices' written states are kept in memory as clean
+    /// copies, so that their next load reads no row (see `writebehind.rs`). 0 keeps none.
+    /// Default 20 000.
+    pub state_cache: usize,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +93,7 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(30),
             write_behind: None,
             lock_connections: 32,
+            state_cache: 20_000,
         }
     }
 }
@@ -103,6 +109,9 @@ pub struct Store {
     lock_pool: Option<AnyPool>,
     /// Queued saves, when write-behind is on.
     wb: Option<Arc<writebehind::Handle>>,
+    /// SQLite file without write-behind: tells a running server about its device writes
+    /// (see `signal.rs`).
+    signal: Option<Arc<signal::Signal>>,
     /// Told about every device change made through this store (see [`StoreObserver`]).
     observers: Observers,
 }
@@ -212,9 +221,22 @@ impl Store {
             .map_err(diagnosed)?;
         let mut store = Store::sqlite(pool, shown);
         store.migrate().await?;
-        store.wb = options
-            .write_behind
-            .map(|w| writebehind::WriteBehind::start(&store, w));
+        let changes = signal::path_for(path);
+        match options.write_behind {
+            Some(window) => {
+                // Clean copies only while another process's writes can be noticed at once.
+                let watch = (options.state_cache > 0)
+                    .then(|| signal::Watch::start(changes))
+                    .flatten();
+                let cap = if watch.is_some() {
+                    options.state_cache
+                } else {
+                    0
+                };
+                store.wb = Some(writebehind::WriteBehind::start(&store, window, cap, watch));
+            }
+            None => store.signal = Some(Arc::new(signal::Signal::new(changes))),
+        }
         tracing::info!(path = %store.path, "device database opened");
         Ok(store)
     }
@@ -267,6 +289,7 @@ impl Store {
             path: shown,
             lock_pool: Some(lock_pool),
             wb: None,
+            signal: None,
             observers: Observers::default(),
         };
         store.migrate().await?;
@@ -309,6 +332,7 @@ impl Store {
             path,
             lock_pool: None,
             wb: None,
+            signal: None,
             observers: Observers::default(),
         }
     }

@@ -11,6 +11,19 @@
 //! batch is one transaction, so the database is always consistent. When the queue holds more
 //! than [`MAX_QUEUED`] devices a save flushes before returning (back-pressure), and a flush
 //! that fails (database locked or gone) keeps the states queued for the next try.
+//!
+//! **Clean states.** A written state stays in memory as a *clean* copy (up to
+//! [`StoreOptions::state_cache`](crate::StoreOptions::state_cache) devices; beyond that,
+//! arbitrary clean copies are dropped), so the next poll of a device reads no row at all. The
+//! copies are only as good as the knowledge that nobody else wrote the devices. A process
+//! without write-behind (the CLI: `devices forget`, `notify`, imports) writes the
+//! `<database>-changes` file after each commit of device state, and every load drains an
+//! inotify watch on that file first (`signal.rs`): a change committed before the load began
+//! drops every clean copy, exactly. Without such a watch no copies are kept. As a second
+//! line, every write of device state by any process increments the `devices_generation`
+//! counter in `meta` in the same transaction (see [`Store::bump_generation`]); the flusher
+//! compares it each window with the value this process last produced and drops the copies
+//! on any other increment (a second server on the same file, a write whose signal failed).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +42,25 @@ const CHUNK: usize = 2_000;
 /// The queue shared by the store handles and the flusher task.
 #[derive(Debug)]
 pub(crate) struct WriteBehind {
-    queued: Mutex<HashMap<String, Queued>>,
+    queued: Mutex<Queues>,
+    /// At most this many clean copies are kept.
+    clean_cap: usize,
+    /// Other processes' device writes (see `signal.rs`); clean copies are kept only with it.
+    watch: Option<crate::signal::Watch>,
+    /// The `devices_generation` this process last produced or saw; `None` before the first
+    /// look (nothing is trusted until then).
+    known_generation: Mutex<Option<i64>>,
     next_gen: AtomicU64,
     /// Held while a batch is written, and by operations that must not race one.
     pub(crate) flush_lock: Arc<tokio::sync::Mutex<()>>,
     stop: tokio::sync::Notify,
+}
+
+/// States waiting to be written, and clean copies of states written.
+#[derive(Debug, Default)]
+pub(crate) struct Queues {
+    dirty: HashMap<String, Queued>,
+    clean: HashMap<String, Arc<DeviceState>>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,9 +89,17 @@ impl std::ops::Deref for Handle {
 
 impl WriteBehind {
     /// Start the flusher for `store` (a handle without write-behind of its own).
-    pub(crate) fn start(store: &Store, window: Duration) -> Arc<Handle> {
+    pub(crate) fn start(
+        store: &Store,
+        window: Duration,
+        clean_cap: usize,
+        watch: Option<crate::signal::Watch>,
+    ) -> Arc<Handle> {
         let wb = Arc::new(WriteBehind {
-            queued: Mutex::new(HashMap::new()),
+            queued: Mutex::new(Queues::default()),
+            clean_cap,
+            watch,
+            known_generation: Mutex::new(None),
             next_gen: AtomicU64::new(1),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             stop: tokio::sync::Notify::new(),
@@ -84,6 +119,10 @@ impl WriteBehind {
                 };
                 let started = std::time::Instant::now();
                 let flushed = writer.flush_with(&task_wb).await;
+                if let Err(e) = writer.check_generation(&task_wb).await {
+                    tracing::debug!(error = %e, "cannot read the device change counter");
+                    task_wb.drop_clean();
+                }
                 busy = started.elapsed();
                 match flushed {
                     Ok(_) if failing => {
@@ -110,9 +149,21 @@ impl WriteBehind {
         self.stop.notify_one();
     }
 
-    /// The queued state of `sn`, if any.
+    /// The queued or clean state of `sn`, if any.
     pub(crate) fn get(&self, sn: &str) -> Option<Arc<DeviceState>> {
-        self.lock().get(sn).map(|q| q.state.clone())
+        let mut q = self.lock();
+        if let Some(d) = q.dirty.get(sn) {
+            return Some(d.state.clone());
+        }
+        if q.clean.is_empty() {
+            return None;
+        }
+        // Another process wrote devices since the last look: the copies may be stale.
+        if self.watch.as_ref().is_some_and(|w| w.changed()) {
+            q.clean = HashMap::new();
+            return None;
+        }
+        q.clean.get(sn).cloned()
     }
 
     /// Queue `state`, replacing an older queued state of the same device. Returns the queue
@@ -120,27 +171,64 @@ impl WriteBehind {
     pub(crate) fn put(&self, state: DeviceState) -> usize {
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
-        q.insert(
+        q.clean.remove(&state.sn);
+        q.dirty.insert(
             state.sn.clone(),
             Queued {
                 generation,
                 state: Arc::new(state),
             },
         );
-        q.len()
+        q.dirty.len()
     }
 
-    /// Forget the queued state of `sn` (the device is being deleted).
+    /// Forget the queued state and clean copy of `sn` (the device is being deleted or
+    /// changed directly in the database).
     pub(crate) fn forget(&self, sn: &str) {
-        self.lock().remove(sn);
+        let mut q = self.lock();
+        q.dirty.remove(sn);
+        q.clean.remove(sn);
     }
 
-    /// Forget queued states last seen before `older_than` (they are being expired).
+    /// Forget queued states and clean copies last seen before `older_than` (they are being
+    /// expired).
     pub(crate) fn forget_older(&self, older_than: i64) {
-        self.lock().retain(|_, q| q.state.seen >= older_than);
+        let mut q = self.lock();
+        q.dirty.retain(|_, d| d.state.seen >= older_than);
+        q.clean.retain(|_, c| c.seen >= older_than);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queued>> {
+    /// Forget the clean copy of `sn` only (its row was changed directly; a queued state is
+    /// newer and stays).
+    pub(crate) fn forget_clean(&self, sn: &str) {
+        self.lock().clean.remove(sn);
+    }
+
+    /// Drop every clean copy (someone else may have written devices).
+    pub(crate) fn drop_clean(&self) {
+        let mut q = self.lock();
+        q.clean = HashMap::new();
+    }
+
+    /// How many clean copies are kept.
+    pub(crate) fn clean_len(&self) -> usize {
+        self.lock().clean.len()
+    }
+
+    /// Take note of the counter value `now` that this process's write produced from
+    /// `before`; a counter that moved otherwise means another writer: drop the clean copies.
+    pub(crate) fn note_generation(&self, before: Option<i64>, now: i64) {
+        let mut known = self
+            .known_generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.is_none() || *known != before {
+            self.drop_clean();
+        }
+        *known = Some(now);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         self.queued.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -148,7 +236,13 @@ impl WriteBehind {
 impl Store {
     /// How many device states wait in the write-behind queue (0 without write-behind).
     pub fn queued_states(&self) -> usize {
-        self.wb.as_ref().map_or(0, |wb| wb.lock().len())
+        self.wb.as_ref().map_or(0, |wb| wb.lock().dirty.len())
+    }
+
+    /// How many written device states are kept in memory as clean copies (0 without
+    /// write-behind).
+    pub fn clean_states(&self) -> usize {
+        self.wb.as_ref().map_or(0, |wb| wb.clean_len())
     }
 
     /// Write every queued device state now. No-op without write-behind. Returns how many
@@ -180,6 +274,7 @@ impl Store {
     async fn write_queued(&self, wb: &WriteBehind) -> Result<usize> {
         let batch: Vec<(String, Queued)> = wb
             .lock()
+            .dirty
             .iter()
             .map(|(k, q)| (k.clone(), q.clone()))
             .collect();
@@ -190,13 +285,47 @@ impl Store {
             written += chunk.len();
             let mut q = wb.lock();
             for (sn, done) in chunk {
-                if q.get(sn)
+                if q.dirty
+                    .get(sn)
                     .is_some_and(|now| now.generation == done.generation)
                 {
-                    q.remove(sn);
+                    q.dirty.remove(sn);
+                    if wb.clean_cap > 0 {
+                        q.clean.insert(sn.clone(), done.state.clone());
+                    }
+                }
+            }
+            if q.clean.len() > wb.clean_cap {
+                // Drop arbitrary copies (hash order) down to 90 % of the cap at once, so the
+                // trimming is not repeated for every chunk.
+                let excess = q.clean.len() - wb.clean_cap * 9 / 10;
+                let gone: Vec<String> = q.clean.keys().take(excess).cloned().collect();
+                for sn in gone {
+                    q.clean.remove(&sn);
                 }
             }
         }
         Ok(written)
+    }
+}
+
+impl Store {
+    /// Compare the `devices_generation` counter with what this process last knew; drop the
+    /// clean copies when another writer moved it.
+    pub(crate) async fn check_generation(&self, wb: &WriteBehind) -> Result<()> {
+        let now = self.generation().await?;
+        let mut known = wb
+            .known_generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *known != Some(now) {
+            if known.is_some() {
+                tracing::debug!("devices changed by another process; clean states dropped");
+            }
+            *known = Some(now);
+            drop(known);
+            wb.drop_clean();
+        }
+        Ok(())
     }
 }

@@ -517,6 +517,94 @@ async fn write_behind_flushes_by_itself_within_its_window() {
     assert_eq!(store.queued_states(), 0);
 }
 
+/// Written states stay in memory as clean copies; a device written by another process (a CLI
+/// next to the server) is read from the file again by the very next load (the change
+/// signal), and a second writer with write-behind of its own is noticed within a window (the
+/// change counter).
+#[tokio::test]
+async fn clean_copies_are_dropped_when_another_process_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_millis(30)),
+        ..StoreOptions::default()
+    };
+    let server = Store::open_with(&db(&dir), &opts).await.unwrap();
+    let cli = Store::open(&db(&dir)).await.unwrap();
+    let mut s = full_state("00-90-33-30-00-af");
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(server.queued_states(), 0);
+    assert_eq!(server.clean_states(), 1, "the written state is kept");
+    assert_eq!(server.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+
+    // Another process changes the device behind the server's back: seen at once.
+    s.seen += 100;
+    s.phase = Some("other".into());
+    cli.save(&s).await.unwrap();
+    assert_eq!(server.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(server.clean_states(), 0);
+
+    // A device the other process deletes disappears for the server at once too.
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(server.clean_states(), 1);
+    assert!(cli.delete(&s.sn).await.unwrap());
+    assert_eq!(server.load(&s.sn).await.unwrap(), None);
+
+    // The server's own direct changes keep its copies exact.
+    let t = DeviceState::new("00-90-33-00-00-07", 50);
+    server.save(&t).await.unwrap();
+    server.flush().await.unwrap();
+    assert!(server.touch(&t.sn, 60).await.unwrap());
+    assert_eq!(server.load(&t.sn).await.unwrap().unwrap().seen, 60);
+    assert!(server.delete(&t.sn).await.unwrap());
+    assert_eq!(server.load(&t.sn).await.unwrap(), None);
+
+    // A second process with write-behind (no signal): noticed by the counter within a window.
+    let mut u = DeviceState::new("00-90-33-00-00-08", 70);
+    server.save(&u).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(server.clean_states(), 1);
+    let other_server = Store::open_with(&db(&dir), &opts).await.unwrap();
+    u.seen = 80;
+    other_server.save(&u).await.unwrap();
+    other_server.flush().await.unwrap();
+    let mut seen = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = server.load(&u.sn).await.unwrap().unwrap().seen;
+        if seen == 80 {
+            break;
+        }
+    }
+    assert_eq!(seen, 80, "the other writer's state is seen");
+}
+
+/// The number of clean copies is bounded by `state_cache`.
+#[tokio::test]
+async fn clean_copies_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_secs(3600)),
+        state_cache: 100,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(&db(&dir), &opts).await.unwrap();
+    for i in 0..1000 {
+        store
+            .save(&DeviceState::new(&format!("dev-{i:04}"), 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.flush().await.unwrap(), 1000);
+    assert!(store.clean_states() <= 100, "{}", store.clean_states());
+    assert!(store.clean_states() >= 80);
+    for i in 0..1000 {
+        let sn = format!("dev-{i:04}");
+        assert_eq!(store.load(&sn).await.unwrap().unwrap().sn, sn);
+    }
+}
+
 /// Two handles on one database stand for two replicas: the device lock serialises their
 /// load-modify-save cycles, so no increment is lost. On SQLite the lock is a no-op and the
 /// test only runs against PostgreSQL.

@@ -1,4 +1,5 @@
-//! Transfer mechanics of serving a catalogue image: byte ranges (RFC 9110 §14), conditional
+//! Transfer mechanics of serving a firmware file (catalogue images and innovaphone `/fw/`
+//! files alike): byte ranges (RFC 9110 §14), conditional
 //! requests (§13: `If-Match`, `If-Unmodified-Since`, `If-None-Match`, `If-Modified-Since`,
 //! `If-Range`) and a streaming body of slices of the memory-mapped file that holds a download slot
 //! until the last byte is sent or the client goes away.
@@ -9,7 +10,8 @@
 use std::collections::VecDeque;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, response, HeaderMap, StatusCode};
+use axum::response::Response;
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -17,8 +19,8 @@ use tokio::sync::OwnedSemaphorePermit;
 /// request cannot make the server send the same bytes over and over.
 pub const MAX_RANGES: usize = 16;
 
-/// Bytes handed to the connection per chunk (a slice of the mapping, not a copy).
-const CHUNK: u64 = 256 * 1024;
+/// Bytes handed to the connection per chunk (a slice of the mapping, or one read).
+const CHUNK: u64 = 128 * 1024;
 
 /// A satisfiable byte range: first byte and length (never 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,36 +281,178 @@ pub fn body_len(parts: &[Part]) -> u64 {
     parts.iter().map(Part::len).sum()
 }
 
-/// A firmware image mapped into memory, shared by every download of it.
-pub type Mapped = std::sync::Arc<memmap2::Mmap>;
+/// What a file's representation looks like to HTTP.
+pub struct Entity<'a> {
+    pub etag: &'a str,
+    /// Last modification, Unix seconds.
+    pub modified: i64,
+    pub size: u64,
+    pub cache_control: &'a str,
+    /// Seed of the `multipart/byteranges` boundary (stable per file).
+    pub boundary: &'a str,
+}
 
-/// A streaming body over `parts` of the mapped image: chunks are slices of the mapping handed
-/// to the connection without copying or allocating, so the kernel's page cache is the only
-/// copy of the image however many devices download it (sendfile-class; nothing per download
-/// but a few hundred bytes of state). The permit (a download slot) is released when the body
-/// is finished or dropped (client gone).
-pub fn file_body(map: Mapped, parts: Vec<Part>, permit: OwnedSemaphorePermit) -> Body {
+/// How a GET or HEAD of an [`Entity`] is answered.
+pub enum Plan {
+    /// Answered without a body: 304, 412 or 416.
+    Done(Response),
+    /// Status and headers (with `Content-Length`) set; these parts of the file follow.
+    Send(response::Builder, Vec<Part>),
+}
+
+/// Evaluate the conditional and range headers of a request for `entity`.
+pub fn plan(headers: &HeaderMap, entity: &Entity<'_>) -> Plan {
+    let size = entity.size;
+    let base = Response::builder()
+        .header(header::ETAG, entity.etag)
+        .header(header::LAST_MODIFIED, fmt_http_date(entity.modified))
+        .header(header::CACHE_CONTROL, entity.cache_control)
+        .header(header::ACCEPT_RANGES, "bytes");
+    let empty = |b: response::Builder| Plan::Done(finish(b, Body::empty()));
+    let use_range = match evaluate(headers, entity.etag, entity.modified) {
+        Precondition::NotModified => return empty(base.status(StatusCode::NOT_MODIFIED)),
+        Precondition::Failed => return empty(base.status(StatusCode::PRECONDITION_FAILED)),
+        Precondition::Proceed { use_range } => use_range,
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| use_range);
+    let octets = "application/octet-stream";
+    let (status, builder, parts) = match parse_range(range, size) {
+        RangeSpec::Unsatisfiable => {
+            return empty(
+                base.status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{size}")),
+            );
+        }
+        RangeSpec::Full => (
+            StatusCode::OK,
+            base.header(header::CONTENT_TYPE, octets),
+            vec![Part::File(ByteRange {
+                start: 0,
+                len: size,
+            })],
+        ),
+        RangeSpec::Partial(ranges) if ranges.len() == 1 => (
+            StatusCode::PARTIAL_CONTENT,
+            base.header(header::CONTENT_TYPE, octets).header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", ranges[0].start, ranges[0].last()),
+            ),
+            vec![Part::File(ranges[0])],
+        ),
+        RangeSpec::Partial(ranges) => {
+            let boundary = format!("autoprov-{}", entity.boundary);
+            (
+                StatusCode::PARTIAL_CONTENT,
+                base.header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/byteranges; boundary={boundary}"),
+                ),
+                multipart(&ranges, size, &boundary),
+            )
+        }
+    };
+    let builder = builder
+        .status(status)
+        .header(header::CONTENT_LENGTH, body_len(&parts));
+    Plan::Send(builder, parts)
+}
+
+/// The response, or a plain 500 if the headers were invalid (they are built here, so never).
+pub fn finish(builder: response::Builder, body: Body) -> Response {
+    builder.body(body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the firmware response");
+        let mut r = Response::new(Body::from("# internal error\r\n"));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+/// A firmware image mapped into memory (with its file, for `sendfile`; see
+/// [`crate::sendfile`]).
+pub type Mapped = std::sync::Arc<crate::sendfile::MappedImage>;
+
+/// Where a body's file bytes come from.
+pub enum Source {
+    /// Slices of a mapping, handed to the connection without copying (on plain HTTP sent
+    /// with `sendfile`, see [`crate::sendfile::SendfileStream`]). Only for files that are
+    /// never rewritten in place (catalogue images; `/fw/` files on plain HTTP, whose mapping
+    /// is never read by this process).
+    Mapped(Mapped),
+    /// Chunks read from an open file (`/fw/` files on TLS: they must be encrypted, i.e. read,
+    /// and an operator may overwrite them in place, which a mapping would not survive).
+    File(std::sync::Arc<std::fs::File>),
+}
+
+impl Source {
+    /// Bytes `start..end` of the file.
+    async fn chunk(&self, start: usize, end: usize) -> std::io::Result<Bytes> {
+        match self {
+            Source::Mapped(map) => {
+                if end > map.bytes().len() {
+                    return Err(short());
+                }
+                Ok(Bytes::from_owner(Slice {
+                    map: map.clone(),
+                    start,
+                    end,
+                }))
+            }
+            Source::File(file) => {
+                let file = file.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0u8; end - start];
+                    file.read_exact_at(&mut buf, start as u64).map(|_| buf)
+                })
+                .await
+                .map_err(std::io::Error::other)?;
+                match read {
+                    Ok(buf) => Ok(Bytes::from(buf)),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(short()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+fn short() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "firmware file shorter than when the download started",
+    )
+}
+
+/// One chunk: a slice of the mapping that keeps the mapping alive.
+struct Slice {
+    map: Mapped,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for Slice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map.bytes()[self.start..self.end]
+    }
+}
+
+/// A streaming body over `parts` of the file: chunks of [`CHUNK`] bytes, so nothing per
+/// download but a few hundred bytes of state (mapped) or one chunk (read). The permit (a
+/// download slot) is released when the body is finished or dropped (client gone).
+pub fn file_body(source: Source, parts: Vec<Part>, permit: OwnedSemaphorePermit) -> Body {
     struct State {
-        map: Mapped,
+        source: Source,
         parts: VecDeque<Part>,
         /// The file range being sent: next byte and end.
         at: usize,
         end: usize,
         _permit: OwnedSemaphorePermit,
     }
-    /// One chunk: a slice of the mapping that keeps the mapping alive.
-    struct Slice {
-        map: Mapped,
-        start: usize,
-        end: usize,
-    }
-    impl AsRef<[u8]> for Slice {
-        fn as_ref(&self) -> &[u8] {
-            &self.map[self.start..self.end]
-        }
-    }
     let state = State {
-        map,
+        source,
         parts: parts.into(),
         at: 0,
         end: 0,
@@ -318,11 +462,7 @@ pub fn file_body(map: Mapped, parts: Vec<Part>, permit: OwnedSemaphorePermit) ->
         loop {
             if st.at < st.end {
                 let n = (st.end - st.at).min(CHUNK as usize);
-                let chunk = Bytes::from_owner(Slice {
-                    map: st.map.clone(),
-                    start: st.at,
-                    end: st.at + n,
-                });
+                let chunk = st.source.chunk(st.at, st.at + n).await?;
                 st.at += n;
                 return Ok::<_, std::io::Error>(Some((chunk, st)));
             }
@@ -330,16 +470,10 @@ pub fn file_body(map: Mapped, parts: Vec<Part>, permit: OwnedSemaphorePermit) ->
                 None => return Ok(None),
                 Some(Part::Bytes(b)) => return Ok(Some((b, st))),
                 Some(Part::File(r)) => {
-                    let start = usize::try_from(r.start).unwrap_or(usize::MAX);
-                    let end = start.saturating_add(usize::try_from(r.len).unwrap_or(usize::MAX));
-                    if end > st.map.len() {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "firmware file shorter than the catalogue says",
-                        ));
-                    }
-                    st.at = start;
-                    st.end = end;
+                    st.at = usize::try_from(r.start).unwrap_or(usize::MAX);
+                    st.end = st
+                        .at
+                        .saturating_add(usize::try_from(r.len).unwrap_or(usize::MAX));
                 }
             }
         }
