@@ -201,6 +201,19 @@ class Proc:
                 pass
         return peak
 
+    def status_kib(self, *keys):
+        """Sum of the given /proc/<pid>/status fields (kB) over the processes."""
+        total = {k: 0 for k in keys}
+        for pid in self.pids():
+            try:
+                for line in open(f"/proc/{pid}/status"):
+                    k = line.split(":", 1)[0]
+                    if k in total:
+                        total[k] += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
     def stop(self):
         self.p.send_signal(signal.SIGTERM)
         try:
@@ -503,7 +516,7 @@ http {{
     apu, ngu = f"http://127.0.0.1:{ap_port}", f"http://127.0.0.1:{ng_port}"
     apt, ngt = f"https://127.0.0.1:{ap_tls}", f"https://127.0.0.1:{ng_tls}"
     c, d = a.connections, a.duration
-    results, notes, storm = {}, [], None
+    results, notes, storm, idle = {}, [], None, None
     try:
         for sc in scenarios:
             print(f"bench: {sc}...", file=sys.stderr)
@@ -560,6 +573,16 @@ http {{
                     sys.exit(f"bench: storm.py failed: {out.stderr}")
                 storm["cpu_us_per_req"] = (autoprov.cpu() - c0) * 1e6 / max(storm["requests"], 1)
                 storm["peak_mib"] = autoprov.peak_kib() / 1024
+        # Idle memory with every device the run created known: the target is
+        # 50 MB + 1.5 KB per known device. Anonymous memory is what the process owns; the
+        # file-backed part is the SQLite memory map (page cache, reclaimable).
+        time.sleep(3)
+        import sqlite3
+        with sqlite3.connect(f"file:{os.path.join(site, 'autoprov.db')}?mode=ro", uri=True) as db:
+            known = db.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+        m = autoprov.status_kib("VmRSS", "RssAnon", "RssFile")
+        idle = {"known": known, "rss_mib": m["VmRSS"] / 1024, "anon_mib": m["RssAnon"] / 1024,
+                "file_mib": m["RssFile"] / 1024, "budget_mib": (50e6 + 1.5e3 * known) / 2**20}
     finally:
         autoprov.stop()
         nginx.stop()
@@ -604,11 +627,19 @@ http {{
               f"{fmt_ms(storm['req_p50_ms'])}/{fmt_ms(storm['req_p99_ms'])} ms; device done after "
               f"p50/p99/max {storm['done_p50_s']}/{storm['done_p99_s']}/{storm['done_max_s']} s; "
               f"cpu {storm['cpu_us_per_req']:.0f} us/req; peak {storm['peak_mib']:.1f} MiB")
+    if idle:
+        print(f"\nIDLE: {idle['known']} known devices; RSS {idle['rss_mib']:.0f} MiB = "
+              f"{idle['anon_mib']:.0f} MiB anonymous + {idle['file_mib']:.0f} MiB file-backed "
+              f"(SQLite map); target 50 MB + 1.5 KB per device = {idle['budget_mib']:.0f} MiB: "
+              f"{'met' if idle['anon_mib'] <= idle['budget_mib'] else 'NOT met'} (anonymous), "
+              f"{'met' if idle['rss_mib'] <= idle['budget_mib'] else 'not met'} (all RSS)")
     if a.json:
         with open(a.json, "w") as f:
             out = {k: [{kk: vv for kk, vv in r.items() if kk != "raw"} for r in v] for k, v in results.items()}
             if storm:
                 out["STORM"] = storm
+            if idle:
+                out["IDLE"] = idle
             json.dump(out, f, indent=2)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -268,7 +268,9 @@ async fn open_store_with(site: &Site, serving: bool) -> Result<autoprov_store::S
     let batch = site.config.server.state_batch_ms;
     let options = autoprov_store::StoreOptions {
         write_behind: (serving && batch > 0).then(|| std::time::Duration::from_millis(batch)),
-        state_cache: site.config.server.state_cache,
+        state_cache_bytes: usize::try_from(site.config.server.state_cache_mib.min(1 << 20))
+            .unwrap_or(0)
+            << 20,
         ..Default::default()
     };
     autoprov_store::Store::connect_with(&location, &options)

@@ -22,7 +22,7 @@ async fn unknown_phase_and_environment() {
         .await
         .unwrap()
         .expect("kept with the message");
-    assert!(st.msgs.iter().any(|m| m.msg == "invalid phase: 'bogus'"));
+    assert!(st.msgs.iter().any(|m| &*m.msg == "invalid phase: 'bogus'"));
 
     let (_, r) = app.get(&format!("/update.php?{DEV}&env=hq,mars")).await;
     assert!(

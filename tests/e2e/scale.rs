@@ -278,7 +278,7 @@ async fn two_replicas_on_postgres_behave_as_one_server() {
     // The log is the detector: every poll appends its lines (and the reference's pruning
     // drops a deterministic few), so a lost update leaves a different log.
     let texts = |s: &autoprov_core::DeviceState| -> Vec<String> {
-        s.msgs.iter().map(|m| m.msg.clone()).collect()
+        s.msgs.iter().map(|m| m.msg.to_string()).collect()
     };
     assert!(
         texts(&alone).iter().filter(|m| m.is_empty()).count() > polls / 2,

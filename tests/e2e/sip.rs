@@ -196,7 +196,7 @@ async fn notify_delivers_check_sync_to_a_sipp_phone() {
     let st = app.store.load("000413a11fa7").await.unwrap().unwrap();
     let expected =
         format!("SIP NOTIFY check-sync;reboot=false to 127.0.0.1:{port}: accepted (200 OK)");
-    assert!(st.msgs.iter().any(|m| m.msg == expected), "{:?}", st.msgs);
+    assert!(st.msgs.iter().any(|m| *m.msg == *expected), "{:?}", st.msgs);
 }
 
 #[tokio::test]

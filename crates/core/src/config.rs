@@ -63,10 +63,10 @@ pub struct ServerConfig {
     /// so no request waits for the disk. A crash loses at most this window. 0 writes every
     /// state at once. Not used with PostgreSQL (replicas must see each other's writes).
     pub state_batch_ms: u64,
-    /// With the write-behind window: how many devices' written states the server keeps in
-    /// memory, so that their next poll reads no row. Another process's writes to the file
-    /// (the CLI) are noticed within one window. 0 keeps none.
-    pub state_cache: usize,
+    /// With the write-behind window: MiB of written device states the server keeps in
+    /// memory, so that a device's next poll reads no row (another process's writes, e.g. the
+    /// CLI's, are noticed by the very next load). 0 keeps none.
+    pub state_cache_mib: u64,
     /// Configuration requests (update scripts, vendor files) handled at once. More are
     /// answered at once with 503 and `Retry-After` (never queued, never a hung connection),
     /// which phones retry; firmware downloads have their own budget
@@ -86,7 +86,7 @@ impl Default for ServerConfig {
             listen: vec!["0.0.0.0:8080".into()],
             database: "autoprov.db".into(),
             state_batch_ms: 100,
-            state_cache: 20_000,
+            state_cache_mib: 64,
             max_config_requests: 4096,
             config_retry_after: 5,
             max_upload_bytes: 4 * 1024 * 1024,

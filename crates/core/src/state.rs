@@ -84,8 +84,9 @@ pub struct BootState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Message {
     pub time: i64,
-    /// Empty = a ruler that starts a new request.
-    pub msg: String,
+    /// Empty = a ruler that starts a new request. Shared text: a state (and its log of up to
+    /// [`MAX_MESSAGES`] lines) is copied on every poll, the lines themselves never are.
+    pub msg: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,7 +131,7 @@ impl DeviceState {
     pub fn add_msg(&mut self, msg: &str, now: i64) {
         self.msgs.push(Message {
             time: now,
-            msg: msg.to_string(),
+            msg: msg.into(),
         });
     }
 

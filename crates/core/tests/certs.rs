@@ -365,9 +365,11 @@ fn trust_check_words() {
     );
     assert!(!o.body.contains("# end of all scripts"));
     let st = o.state.unwrap();
-    assert!(st.msgs.iter().any(
-        |m| m.msg == "TLS certificate (0090333000af) not trusted -- FAILED:certificate expired"
-    ));
+    assert!(st
+        .msgs
+        .iter()
+        .any(|m| &*m.msg
+            == "TLS certificate (0090333000af) not trusted -- FAILED:certificate expired"));
 
     // Through a reverse proxy MTLS cannot work: refused with the reason.
     let mut r = over_mtls(Some(good));

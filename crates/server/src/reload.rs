@@ -243,8 +243,8 @@ pub fn restart_needed(old: &SiteConfig, new: &SiteConfig) -> Vec<String> {
         old.server.state_batch_ms != new.server.state_batch_ms,
     );
     cmp(
-        "[server] state_cache",
-        old.server.state_cache != new.server.state_cache,
+        "[server] state_cache_mib",
+        old.server.state_cache_mib != new.server.state_cache_mib,
     );
     cmp(
         "[server] max_config_requests",

@@ -73,13 +73,7 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     let state = match tracked {
         Some(sn) => match app.store().load(sn).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::error!(sn, error = %e, "cannot load device state");
-                return respond::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("# device database unavailable, try again later: {e} - exit\r\n"),
-                );
-            }
+            Err(e) => return unavailable(sn, &e),
         },
         None => None,
     };
@@ -92,16 +86,23 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     // snippet hook, a reverse DNS lookup) is the attempt dropped and the engine run again
     // on the blocking pool, where those may take their time.
     let mut inline_ports = app.ports(runtime.clone()).inline();
-    let retry_state = state.clone();
     let first = plan_update(&site, &req, state, now, &mut inline_ports);
     let outcome = if !inline_ports.deferred() {
         Ok(first)
     } else {
+        // Nothing was saved: the store still has the state the first attempt started from.
+        let state = match tracked {
+            Some(sn) => match app.store().load(sn).await {
+                Ok(s) => s,
+                Err(e) => return unavailable(sn, &e),
+            },
+            None => None,
+        };
         let mut ports = app.ports(runtime);
         let engine_site = site.clone();
         let engine_req = req.clone();
         tokio::task::spawn_blocking(move || {
-            plan_update(&engine_site, &engine_req, retry_state, now, &mut ports)
+            plan_update(&engine_site, &engine_req, state, now, &mut ports)
         })
         .await
     };
@@ -132,9 +133,9 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
         "update script"
     );
 
-    if let (Some(state), true) = (&outcome.state, status_on) {
-        if let Err(e) = app.store().save(state).await {
-            tracing::error!(sn = %state.sn, error = %e, "cannot save device state");
+    if let (Some(state), true) = (outcome.state.take(), status_on) {
+        if let Err(e) = app.store().save_owned(state).await {
+            tracing::error!(sn = sn.as_deref().unwrap_or(""), error = %e, "cannot save device state");
         }
     }
     drop(_guard);
@@ -142,6 +143,15 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     respond::bytes(
         StatusCode::OK,
         autoprov_core::innovaphone::php::wire_bytes(&outcome.body),
+    )
+}
+
+/// 503 for a device whose state cannot be read.
+fn unavailable(sn: &str, e: &autoprov_store::StoreError) -> Response {
+    tracing::error!(sn, error = %e, "cannot load device state");
+    respond::text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("# device database unavailable, try again later: {e} - exit\r\n"),
     )
 }
 

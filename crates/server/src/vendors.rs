@@ -166,8 +166,8 @@ pub async fn handle(app: AppState, req: Request) -> Response {
     if config.provisioning.inventory {
         if let Some(mac) = &identity.mac {
             let state = record(stored, &identity, mac, &dreq.peer_ip, now);
-            if let Err(e) = app.store().save(&state).await {
-                tracing::error!(sn = %state.sn, error = %e, "cannot save the device to the inventory");
+            if let Err(e) = app.store().save_owned(state).await {
+                tracing::error!(sn = %mac, error = %e, "cannot save the device to the inventory");
             }
         }
     }

@@ -9,6 +9,7 @@
 //! that is `autoprov-core`'s job.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use autoprov_core::state::{
     BootState, DeliveredScript, DeviceInfo, DeviceState, FirmwareState, Message, QueryResult,
@@ -90,10 +91,20 @@ fn last_per_key<'a, T, K: std::hash::Hash + Eq>(
 impl Store {
     /// The stored state of device `sn`, or `None` if it is unknown.
     pub async fn load(&self, sn: &str) -> Result<Option<DeviceState>> {
-        if let Some(queued) = self.wb.as_ref().and_then(|wb| wb.get(sn)) {
-            return Ok(Some((*queued).clone()));
+        if let Some(queued) = self.wb.as_ref().and_then(|wb| wb.take(sn)) {
+            return Ok(Some(Arc::unwrap_or_clone(queued)));
         }
-        // One read transaction: a concurrent save cannot tear the picture.
+        // A device never seen before (first contact, the boot storm) costs one statement, not
+        // a transaction; a known one is then read in one read transaction, so that a
+        // concurrent save cannot tear the picture.
+        let exists = sqlx::query("SELECT 1 FROM devices WHERE sn = $1")
+            .bind(nf(sn))
+            .fetch_optional(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        if exists.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.begin_read().await?;
         let row = sqlx::query(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE sn = $1"
@@ -124,14 +135,25 @@ impl Store {
     /// scripts and queries are replaced by the struct's lists, all in one transaction. With
     /// write-behind the state is queued and written by the next batch (see `writebehind.rs`).
     pub async fn save(&self, state: &DeviceState) -> Result<()> {
-        self.notify(|o| o.saved(state));
+        match &self.wb {
+            Some(_) => self.save_owned(state.clone()).await,
+            None => {
+                self.notify(|o| o.saved(state));
+                self.write_states(&[state]).await.map(drop)
+            }
+        }
+    }
+
+    /// [`Store::save`] of a state the caller is done with (queued without a copy).
+    pub async fn save_owned(&self, state: DeviceState) -> Result<()> {
+        self.notify(|o| o.saved(&state));
         if let Some(wb) = &self.wb {
-            if wb.put(state.clone()) > crate::writebehind::MAX_QUEUED {
+            if wb.put(state) > crate::writebehind::MAX_QUEUED {
                 self.flush_with(wb).await?;
             }
             return Ok(());
         }
-        self.write_states(&[state]).await
+        self.write_states(&[&state]).await.map(drop)
     }
 
     /// Write `states` in one transaction at once (bypassing any write-behind queue); the
@@ -146,11 +168,12 @@ impl Store {
                 wb.forget_clean(&s.sn);
             }
         }
-        self.write_states(states).await
+        self.write_states(states).await.map(drop)
     }
 
-    /// Write `states` in one transaction, bypassing any write-behind queue.
-    pub(crate) async fn write_states(&self, states: &[&DeviceState]) -> Result<()> {
+    /// Write `states` in one transaction, bypassing any write-behind queue. Returns the
+    /// device change counter this write moved to (SQLite).
+    pub(crate) async fn write_states(&self, states: &[&DeviceState]) -> Result<Option<i64>> {
         let mut tx = self.begin_write().await?;
         self.save_many_in(&mut tx, states)
             .await
@@ -158,7 +181,7 @@ impl Store {
         let generation = self.bump_generation(&mut *tx).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.note_own_write(generation);
-        Ok(())
+        Ok(generation)
     }
 
     /// All devices with their children, ordered by serial (byte order).
@@ -536,7 +559,7 @@ fn bind_device<'q>(q: AnyQuery<'q>, s: &DeviceState) -> AnyQuery<'q> {
 
 /// The message log as stored: a JSON array of `[time, text]` pairs.
 fn messages_to_json(msgs: &[Message]) -> String {
-    let pairs: Vec<(i64, &str)> = msgs.iter().map(|m| (m.time, m.msg.as_str())).collect();
+    let pairs: Vec<(i64, &str)> = msgs.iter().map(|m| (m.time, &*m.msg)).collect();
     serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
 }
 
@@ -574,7 +597,10 @@ fn messages_from_json(text: &str) -> Vec<Message> {
             serde_json::Value::Null => String::new(),
             other => other.to_string(),
         };
-        out.push(Message { time, msg });
+        out.push(Message {
+            time,
+            msg: msg.into(),
+        });
     }
     out
 }

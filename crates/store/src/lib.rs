@@ -79,10 +79,10 @@ pub struct StoreOptions {
     /// open); at most this many devices are in a load-modify-save cycle at once per process.
     /// Default 32.
     pub lock_connections: u32,
-    /// With write-behind: how many devices' written states are kept in memory as clean
-    /// copies, so that their next load reads no row (see `writebehind.rs`). 0 keeps none.
-    /// Default 20 000.
-    pub state_cache: usize,
+    /// With write-behind: about how many bytes of written states are kept in memory as
+    /// clean copies, so that a device's next load reads no row (see `writebehind.rs`). 0
+    /// keeps none. Default 64 MiB.
+    pub state_cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -93,7 +93,7 @@ impl Default for StoreOptions {
             acquire_timeout: Duration::from_secs(30),
             write_behind: None,
             lock_connections: 32,
-            state_cache: 20_000,
+            state_cache_bytes: 64 << 20,
         }
     }
 }
@@ -225,11 +225,11 @@ impl Store {
         match options.write_behind {
             Some(window) => {
                 // Clean copies only while another process's writes can be noticed at once.
-                let watch = (options.state_cache > 0)
+                let watch = (options.state_cache_bytes > 0)
                     .then(|| signal::Watch::start(changes))
                     .flatten();
                 let cap = if watch.is_some() {
-                    options.state_cache
+                    options.state_cache_bytes
                 } else {
                     0
                 };

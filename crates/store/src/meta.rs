@@ -67,9 +67,9 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Record that this process's write moved the counter to `now` (see
-    /// [`crate::writebehind`]); no-op without write-behind.
-    /// Without write-behind, tell a running server through the change signal.
+    /// Record that this handle's write moved the counter to `now` (see
+    /// [`crate::writebehind`]); without write-behind, tell a running server through the
+    /// change signal instead.
     pub(crate) fn note_own_write(&self, now: Option<i64>) {
         if let (Some(wb), Some(now)) = (&self.wb, now) {
             wb.note_generation(Some(now - 1), now);

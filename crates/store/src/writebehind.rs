@@ -13,8 +13,8 @@
 //! that fails (database locked or gone) keeps the states queued for the next try.
 //!
 //! **Clean states.** A written state stays in memory as a *clean* copy (up to
-//! [`StoreOptions::state_cache`](crate::StoreOptions::state_cache) devices; beyond that,
-//! arbitrary clean copies are dropped), so the next poll of a device reads no row at all. The
+//! [`StoreOptions::state_cache_bytes`](crate::StoreOptions::state_cache_bytes), estimated;
+//! beyond that, arbitrary clean copies are dropped), so the next poll of a device reads no row at all. The
 //! copies are only as good as the knowledge that nobody else wrote the devices. A process
 //! without write-behind (the CLI: `devices forget`, `notify`, imports) writes the
 //! `<database>-changes` file after each commit of device state, and every load drains an
@@ -43,7 +43,7 @@ const CHUNK: usize = 2_000;
 #[derive(Debug)]
 pub(crate) struct WriteBehind {
     queued: Mutex<Queues>,
-    /// At most this many clean copies are kept.
+    /// Clean copies are kept up to about this many bytes.
     clean_cap: usize,
     /// Other processes' device writes (see `signal.rs`); clean copies are kept only with it.
     watch: Option<crate::signal::Watch>,
@@ -60,7 +60,44 @@ pub(crate) struct WriteBehind {
 #[derive(Debug, Default)]
 pub(crate) struct Queues {
     dirty: HashMap<String, Queued>,
-    clean: HashMap<String, Arc<DeviceState>>,
+    /// Clean copies with their estimated size.
+    clean: HashMap<String, (Arc<DeviceState>, usize)>,
+    /// Sum of the sizes in `clean`.
+    clean_bytes: usize,
+}
+
+impl Queues {
+    fn remove_clean(&mut self, sn: &str) -> Option<Arc<DeviceState>> {
+        let (state, size) = self.clean.remove(sn)?;
+        self.clean_bytes -= size;
+        Some(state)
+    }
+
+    fn clear_clean(&mut self) {
+        self.clean = HashMap::new();
+        self.clean_bytes = 0;
+    }
+}
+
+/// Estimated heap bytes of a state (strings, lists, map entry), for the clean-copy budget.
+fn weight(s: &DeviceState) -> usize {
+    let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    let d = &s.device;
+    256 + 2 * s.sn.len()
+        + opt(&s.phase)
+        + opt(&s.nextphase)
+        + opt(&s.requested)
+        + opt(&d.device_type)
+        + opt(&d.classes)
+        + opt(&d.ip)
+        + d.vars.iter().map(|(n, _)| 40 + n.len()).sum::<usize>()
+        + s.msgs.iter().map(|m| 40 + m.msg.len()).sum::<usize>()
+        + s.scripts
+            .iter()
+            .map(|x| 48 + x.filename.len())
+            .sum::<usize>()
+        + s.queries.len() * 96
+        + 128
 }
 
 #[derive(Debug, Clone)]
@@ -149,8 +186,9 @@ impl WriteBehind {
         self.stop.notify_one();
     }
 
-    /// The queued or clean state of `sn`, if any.
-    pub(crate) fn get(&self, sn: &str) -> Option<Arc<DeviceState>> {
+    /// The queued or clean state of `sn`, if any. A clean copy is handed over, not copied
+    /// (the caller is about to change it and save it again; the database has it meanwhile).
+    pub(crate) fn take(&self, sn: &str) -> Option<Arc<DeviceState>> {
         let mut q = self.lock();
         if let Some(d) = q.dirty.get(sn) {
             return Some(d.state.clone());
@@ -160,18 +198,18 @@ impl WriteBehind {
         }
         // Another process wrote devices since the last look: the copies may be stale.
         if self.watch.as_ref().is_some_and(|w| w.changed()) {
-            q.clean = HashMap::new();
+            q.clear_clean();
             return None;
         }
-        q.clean.get(sn).cloned()
+        q.remove_clean(sn)
     }
 
     /// Queue `state`, replacing an older queued state of the same device. Returns the queue
-    /// length.
+    /// length. (Clean copies of written states stay until the next load takes them.)
     pub(crate) fn put(&self, state: DeviceState) -> usize {
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
-        q.clean.remove(&state.sn);
+        q.remove_clean(&state.sn);
         q.dirty.insert(
             state.sn.clone(),
             Queued {
@@ -187,7 +225,7 @@ impl WriteBehind {
     pub(crate) fn forget(&self, sn: &str) {
         let mut q = self.lock();
         q.dirty.remove(sn);
-        q.clean.remove(sn);
+        q.remove_clean(sn);
     }
 
     /// Forget queued states and clean copies last seen before `older_than` (they are being
@@ -195,24 +233,25 @@ impl WriteBehind {
     pub(crate) fn forget_older(&self, older_than: i64) {
         let mut q = self.lock();
         q.dirty.retain(|_, d| d.state.seen >= older_than);
-        q.clean.retain(|_, c| c.seen >= older_than);
+        q.clean.retain(|_, (c, _)| c.seen >= older_than);
+        q.clean_bytes = q.clean.values().map(|(_, w)| w).sum();
     }
 
     /// Forget the clean copy of `sn` only (its row was changed directly; a queued state is
     /// newer and stays).
     pub(crate) fn forget_clean(&self, sn: &str) {
-        self.lock().clean.remove(sn);
+        self.lock().remove_clean(sn);
     }
 
     /// Drop every clean copy (someone else may have written devices).
     pub(crate) fn drop_clean(&self) {
-        let mut q = self.lock();
-        q.clean = HashMap::new();
+        self.lock().clear_clean();
     }
 
-    /// How many clean copies are kept.
-    pub(crate) fn clean_len(&self) -> usize {
-        self.lock().clean.len()
+    /// How many clean copies are kept, and their estimated bytes.
+    pub(crate) fn clean_len(&self) -> (usize, usize) {
+        let q = self.lock();
+        (q.clean.len(), q.clean_bytes)
     }
 
     /// Take note of the counter value `now` that this process's write produced from
@@ -242,7 +281,12 @@ impl Store {
     /// How many written device states are kept in memory as clean copies (0 without
     /// write-behind).
     pub fn clean_states(&self) -> usize {
-        self.wb.as_ref().map_or(0, |wb| wb.clean_len())
+        self.wb.as_ref().map_or(0, |wb| wb.clean_len().0)
+    }
+
+    /// Estimated bytes of the clean copies (0 without write-behind).
+    pub fn clean_state_bytes(&self) -> usize {
+        self.wb.as_ref().map_or(0, |wb| wb.clean_len().1)
     }
 
     /// Write every queued device state now. No-op without write-behind. Returns how many
@@ -281,7 +325,10 @@ impl Store {
         let mut written = 0;
         for chunk in batch.chunks(CHUNK) {
             let states: Vec<&DeviceState> = chunk.iter().map(|(_, q)| &*q.state).collect();
-            self.write_states(&states).await?;
+            // The flusher's handle has no queue of its own: note its counter move here.
+            if let Some(g) = self.write_states(&states).await? {
+                wb.note_generation(Some(g - 1), g);
+            }
             written += chunk.len();
             let mut q = wb.lock();
             for (sn, done) in chunk {
@@ -291,17 +338,30 @@ impl Store {
                 {
                     q.dirty.remove(sn);
                     if wb.clean_cap > 0 {
-                        q.clean.insert(sn.clone(), done.state.clone());
+                        let w = weight(&done.state);
+                        if let Some((_, old)) = q.clean.insert(sn.clone(), (done.state.clone(), w))
+                        {
+                            q.clean_bytes -= old;
+                        }
+                        q.clean_bytes += w;
                     }
                 }
             }
-            if q.clean.len() > wb.clean_cap {
-                // Drop arbitrary copies (hash order) down to 90 % of the cap at once, so the
-                // trimming is not repeated for every chunk.
-                let excess = q.clean.len() - wb.clean_cap * 9 / 10;
-                let gone: Vec<String> = q.clean.keys().take(excess).cloned().collect();
+            if q.clean_bytes > wb.clean_cap {
+                // Drop arbitrary copies (hash order) down to 90 % of the budget at once, so
+                // the trimming is not repeated for every chunk.
+                let target = wb.clean_cap / 10 * 9;
+                let mut gone = Vec::new();
+                let mut bytes = q.clean_bytes;
+                for (sn, (_, w)) in &q.clean {
+                    if bytes <= target {
+                        break;
+                    }
+                    bytes -= w;
+                    gone.push(sn.clone());
+                }
                 for sn in gone {
-                    q.clean.remove(&sn);
+                    q.remove_clean(&sn);
                 }
             }
         }
