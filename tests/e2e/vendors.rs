@@ -635,3 +635,57 @@ async fn vendor_files_answer_conditional_gets_with_304() {
         304
     );
 }
+
+/// Rendered files are reused only while their inputs are unchanged: a template rewritten in
+/// place with the same size and its old modification time put back, a template created
+/// where the shipped default served, and a removed one are all seen by the next request.
+#[tokio::test]
+async fn cached_renders_follow_template_edits_exactly() {
+    let app = TestApp::spawn(SITE, |_| {}).await;
+    let get = |app: &TestApp| {
+        let app_url = app.url("/001565aabbcc.cfg");
+        let client = app.client.clone();
+        async move {
+            let r = client
+                .get(app_url)
+                .header("User-Agent", YEALINK_T46S)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let shipped = get(&app).await;
+    assert_eq!(get(&app).await, shipped, "byte-stable");
+
+    // A site template appears where the shipped one served: seen at once.
+    let dir = app.site().join("templates/yealink");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.cfg.j2");
+    std::fs::write(&path, "#!version:1.0.0.1\nvariant = A\n").unwrap();
+    assert_eq!(get(&app).await, "#!version:1.0.0.1\nvariant = A\n");
+    // Settled (an old mtime), so the render is kept...
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert_eq!(get(&app).await, "#!version:1.0.0.1\nvariant = A\n");
+    assert_eq!(get(&app).await, "#!version:1.0.0.1\nvariant = A\n");
+    // ...and rewritten in place, same size, the old mtime put back: still seen.
+    std::fs::write(&path, "#!version:1.0.0.1\nvariant = B\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(get(&app).await, "#!version:1.0.0.1\nvariant = B\n");
+    // Removed: the shipped template serves again.
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(get(&app).await, shipped);
+}

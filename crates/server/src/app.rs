@@ -66,6 +66,8 @@ struct Inner {
     backup_lock: tokio::sync::Mutex<()>,
     /// Last good vendor templates (see [`crate::vendor_templates`]).
     vendor_templates: crate::vendor_templates::TemplateCache,
+    /// Rendered vendor files (see [`crate::render_cache`]).
+    renders: crate::render_cache::RenderCache,
     /// The configuration requests budget (`[server] max_config_requests`).
     config_slots: Arc<tokio::sync::Semaphore>,
     /// Snippet files as last read (see [`crate::ports::ScriptCache`]).
@@ -106,8 +108,14 @@ impl AppState {
                 last_cleanup: AtomicI64::new(0),
                 backup_lock: tokio::sync::Mutex::new(()),
                 vendor_templates: Default::default(),
+                renders: Default::default(),
             }),
         }
+    }
+
+    /// Rendered vendor files of the current site snapshot.
+    pub fn renders(&self) -> &crate::render_cache::RenderCache {
+        &self.inner.renders
     }
 
     /// The last good version of each site vendor template.

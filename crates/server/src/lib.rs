@@ -45,6 +45,7 @@ pub mod mdns;
 pub mod pki;
 pub mod ports;
 pub mod reload;
+pub mod render_cache;
 pub mod respond;
 pub mod rollout;
 pub mod sendfile;

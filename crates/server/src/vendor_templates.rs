@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use autoprov_core::vendors::{render_template, ShippedTemplates, TemplateError, Templates};
 
+use crate::render_cache::FileSig;
+
 /// Last good source per template file. Cheap to clone; shared by all requests.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateCache {
@@ -45,6 +47,9 @@ pub struct SiteTemplates {
     site_dir: PathBuf,
     cache: TemplateCache,
     problems: Mutex<Vec<String>>,
+    /// Every site template path consulted, as it was before reading (for
+    /// [`crate::render_cache`]).
+    consulted: Mutex<Vec<(PathBuf, FileSig)>>,
 }
 
 impl SiteTemplates {
@@ -53,7 +58,16 @@ impl SiteTemplates {
             site_dir,
             cache,
             problems: Mutex::new(Vec::new()),
+            consulted: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The site template paths consulted so far and what they looked like before reading.
+    pub fn consulted(&self) -> Vec<(PathBuf, FileSig)> {
+        self.consulted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The template errors met so far (each names file and line).
@@ -98,6 +112,12 @@ impl Templates for SiteTemplates {
     ) -> Result<String, TemplateError> {
         let rel = format!("templates/{vendor}/{name}");
         let path = self.site_dir.join(&rel);
+        // Taken before reading: a change after this point shows as a different signature.
+        let sig = FileSig::of(&path);
+        self.consulted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path.clone(), sig));
         let source = match std::fs::read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return ShippedTemplates.render(vendor, name, vars);

@@ -6,7 +6,8 @@
 //! about the MAC the request probably belongs to ([`vendors::mac_hint`]); the vendor and file
 //! are identified ([`vendors::identify`]); the settings are resolved, the firmware target is
 //! taken from the catalogue ([`crate::catalog::Firmware`]) and the file is rendered with the
-//! site's templates ([`crate::vendor_templates`], on a blocking thread); the device is recorded
+//! site's templates ([`crate::vendor_templates`]), or taken from the cache of renders whose
+//! inputs are unchanged ([`crate::render_cache`]); the device is recorded
 //! in the inventory (vendor, model, MAC as `sn`, firmware, address, first and last contact) and
 //! its reported firmware version handed to the catalogue. A request nobody recognises gets 404
 //! and a log line saying why.
@@ -19,17 +20,18 @@
 //!
 //! This module translates and records; what a device gets is decided in `autoprov-core`.
 
+use std::sync::Arc;
+
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use autoprov_core::innovaphone::UpdateRequest;
-use autoprov_core::vendors::{
-    self, DeviceRequest, FirmwareRef, Identity, Known, Mac, RenderError, Rendered,
-};
+use autoprov_core::vendors::{self, DeviceRequest, FirmwareRef, Identity, Known, Mac, RenderError};
 use autoprov_core::DeviceState;
 
 use crate::app::{now, AppState};
+use crate::render_cache::Entry;
 use crate::respond::{self, ConnFacts};
 use crate::vendor_templates::SiteTemplates;
 
@@ -150,17 +152,32 @@ pub async fn handle(app: AppState, req: Request) -> Response {
             })
     });
 
-    // Rendering is computation over compiled templates: done right here, no thread hand-off.
-    let templates = SiteTemplates::new(site.dir.clone(), app.vendor_templates().clone());
-    let rendered = vendors::render_file(
-        &site.config,
-        &identity,
-        &settings,
-        firmware.as_ref(),
-        &base_url,
-        &templates,
-    );
-    let (problems, groups) = (templates.problems(), settings.groups);
+    // Everything the file depends on besides the site snapshot and the template files
+    // (which the cache checks itself): see `render_cache.rs`.
+    let key = format!("{identity:?}\u{1}{base_url}\u{1}{firmware:?}");
+    let (rendered, problems) = match app.renders().get(&site, &key) {
+        Some(hit) => (Ok(hit), Vec::new()),
+        None => {
+            // Computation over compiled templates: done right here, no thread hand-off.
+            let templates = SiteTemplates::new(site.dir.clone(), app.vendor_templates().clone());
+            let out = vendors::render_file(
+                &site.config,
+                &identity,
+                &settings,
+                firmware.as_ref(),
+                &base_url,
+                &templates,
+            );
+            let problems = templates.problems();
+            let out = out.map(|r| {
+                let etag = entity_tag(&r.body);
+                let entry = Entry::new(r.body, r.content_type, etag, templates.consulted());
+                app.renders().put(&site, key, entry, problems.is_empty())
+            });
+            (out, problems)
+        }
+    };
+    let groups = settings.groups;
 
     let now = now();
     if config.provisioning.inventory {
@@ -274,15 +291,15 @@ fn entity_tag(body: &[u8]) -> String {
 
 /// 200 with the body and its `ETag`, or 304 without a body when `If-None-Match` names it.
 /// Only `If-None-Match` is evaluated (there is no `Last-Modified` to compare dates against).
-fn ok(r: Rendered, request_headers: &axum::http::HeaderMap) -> Response {
-    let etag = entity_tag(r.body.as_ref());
-    let etag_value = HeaderValue::from_str(&etag).expect("hex digits are a valid header value");
+fn ok(r: Arc<Entry>, request_headers: &axum::http::HeaderMap) -> Response {
+    let etag = r.etag.as_str();
+    let etag_value = HeaderValue::from_str(etag).expect("hex digits are a valid header value");
     let mut conditional = axum::http::HeaderMap::new();
     for v in request_headers.get_all(header::IF_NONE_MATCH) {
         conditional.append(header::IF_NONE_MATCH, v.clone());
     }
     if !conditional.is_empty()
-        && crate::catalog::transfer::evaluate(&conditional, &etag, 0)
+        && crate::catalog::transfer::evaluate(&conditional, etag, 0)
             == crate::catalog::transfer::Precondition::NotModified
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
@@ -296,7 +313,7 @@ fn ok(r: Rendered, request_headers: &axum::http::HeaderMap) -> Response {
             ),
             (header::ETAG, etag_value),
         ],
-        r.body,
+        r.body.clone(),
     )
         .into_response()
 }
