@@ -284,6 +284,7 @@ async fn open_store_with(site: &Site, serving: bool) -> Result<autoprov_store::S
 }
 
 async fn serve(a: ServeArgs) -> Result<()> {
+    purge_delay(0);
     if !a.site.join(CONFIG_FILE).exists() {
         if a.site.exists() && std::fs::read_dir(&a.site)?.next().is_some() {
             bail!(
@@ -329,12 +330,74 @@ async fn serve(a: ServeArgs) -> Result<()> {
     }
     let side = discovery_cli::start_side_channels(&state, &bound.listeners()).await?;
     reload_on_sighup(state.clone());
+    release_memory_when_quiet(state.clone());
+    purge_delay(MI_PURGE_DELAY_DEFAULT);
     let result = bound.run(state, shutdown_signal()).await;
     side.stop().await;
     // Write what the write-behind queue still holds before the process ends.
     store.close().await;
     result?;
     Ok(())
+}
+
+/// mimalloc's option number of the purge delay (`mi_option_purge_delay` in `mimalloc.h`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// mimalloc's default purge delay, in milliseconds.
+const MI_PURGE_DELAY_DEFAULT: std::ffi::c_long = 10;
+
+/// Set mimalloc's purge delay: 0 while starting (the garbage of reading a big site and the
+/// inventory goes back to the system as it is freed), the default when serving (purging on
+/// every free would cost request time).
+fn purge_delay(ms: std::ffi::c_long) {
+    // SAFETY: plain call into the allocator with a documented option number.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
+}
+
+/// Once the server has been quiet for a few seconds, drop what is kept only for speed
+/// ([`autoprov_server::AppState::trim_caches`]) and give memory the allocator keeps for later
+/// back to the system. mimalloc returns freed pages lazily, on later allocations by the
+/// thread that owns them, so the peak of a burst (a boot storm) would otherwise stay
+/// resident while the server is idle. Each collection runs on the runtime's threads (as
+/// tasks), since a thread can only collect its own heap.
+fn release_memory_when_quiet(state: autoprov_server::AppState) {
+    const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    let runtime = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new()
+        .name("autoprov-release".into())
+        .spawn(move || {
+            let mut seen = u64::MAX;
+            let mut released = false;
+            loop {
+                std::thread::sleep(LOOK_EVERY);
+                let now = state.activity();
+                if now != seen {
+                    seen = now;
+                    released = false;
+                    continue;
+                }
+                if released {
+                    continue;
+                }
+                released = true;
+                state.trim_caches();
+                for _ in 0..16 {
+                    runtime.spawn(async {
+                        // SAFETY: plain call into the allocator; no pointers are passed.
+                        unsafe { libmimalloc_sys::mi_collect(true) };
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    });
+                }
+                for _ in 0..4 {
+                    // SAFETY: as above.
+                    runtime.spawn_blocking(|| unsafe { libmimalloc_sys::mi_collect(true) });
+                }
+                // SAFETY: as above.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the memory release thread");
+    }
 }
 
 /// `kill -HUP`: reload the site like the web UI's "Reload site" (logged and audited).

@@ -62,6 +62,8 @@ struct Inner {
     device_locks: DeviceLocks,
     /// Last expiry run seen by this process (0 = ask the store).
     last_cleanup: AtomicI64,
+    /// Requests dispatched so far (see [`AppState::activity`]).
+    activity: std::sync::atomic::AtomicU64,
     /// Serialises backup file operations (index choice, write, retention).
     backup_lock: tokio::sync::Mutex<()>,
     /// Last good vendor templates (see [`crate::vendor_templates`]).
@@ -106,11 +108,30 @@ impl AppState {
                 http: http_client(),
                 device_locks: DeviceLocks::default(),
                 last_cleanup: AtomicI64::new(0),
+                activity: Default::default(),
                 backup_lock: tokio::sync::Mutex::new(()),
                 vendor_templates: Default::default(),
                 renders: Default::default(),
             }),
         }
+    }
+
+    /// Count one request (for [`AppState::activity`]).
+    pub fn note_request(&self) {
+        self.inner.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests dispatched since the start: unchanged between two looks means the server was
+    /// quiet in between.
+    pub fn activity(&self) -> u64 {
+        self.inner.activity.load(Ordering::Relaxed)
+    }
+
+    /// Drop what is kept only for speed (clean device states, rendered files): called when
+    /// the server has been quiet, so that idle memory is the inventory and little else.
+    pub fn trim_caches(&self) {
+        self.store().drop_clean_states();
+        self.renders().clear();
     }
 
     /// Rendered vendor files of the current site snapshot.

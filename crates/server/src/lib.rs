@@ -104,6 +104,7 @@ pub fn router(state: AppState) -> Router {
 /// serves innovaphone firmware, everything else goes to the other vendors' provisioning
 /// ([`vendors`]: `/<file>`, `/<vendor>/<file>`), which answers 404 for what it does not know.
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
+    app.note_request();
     let path = req.uri().path().to_string();
     if update::is_update_path(&path, &app.site().config.server.clean_path) {
         let Some(_slot) = app.try_config_slot() else {

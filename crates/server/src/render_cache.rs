@@ -194,6 +194,11 @@ impl RenderCache {
         entry
     }
 
+    /// Drop every entry.
+    pub fn clear(&self) {
+        *self.lock() = Inner::default();
+    }
+
     /// Entries and estimated bytes (for tests).
     pub fn usage(&self) -> (usize, usize) {
         let inner = self.lock();

@@ -284,6 +284,13 @@ impl Store {
         self.wb.as_ref().map_or(0, |wb| wb.clean_len().0)
     }
 
+    /// Drop every clean copy (memory back while the server is quiet; the database has them).
+    pub fn drop_clean_states(&self) {
+        if let Some(wb) = &self.wb {
+            wb.drop_clean();
+        }
+    }
+
     /// Estimated bytes of the clean copies (0 without write-behind).
     pub fn clean_state_bytes(&self) -> usize {
         self.wb.as_ref().map_or(0, |wb| wb.clean_len().1)
