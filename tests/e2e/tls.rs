@@ -303,6 +303,12 @@ impl TlsApp {
         self.store.load(SN).await.unwrap().expect("device state")
     }
 
+    /// Every message of the device's log.
+    async fn all_msgs(&self) -> Vec<String> {
+        let st = self.state().await;
+        st.msgs.iter().map(|m| m.msg.to_string()).collect()
+    }
+
     /// The device's messages since (and including) its last poll.
     async fn last_msgs(&self) -> Vec<String> {
         let st = self.state().await;
@@ -1253,13 +1259,7 @@ async fn csr_is_signed_automatically_for_devices_trusted_by_a_listed_ca() {
         all.contains("# good certificate(CN='0090333000af', ISSUER='autoprov Device CA')"),
         "{all}"
     );
-    let msgs: Vec<String> = app
-        .state()
-        .await
-        .msgs
-        .into_iter()
-        .map(|m| m.msg.to_string())
-        .collect();
+    let msgs = app.all_msgs().await;
     assert!(
         msgs.iter().any(|m| m.starts_with(
             "certificates: CSR signed automatically by the built-in CA (CN '0090333000af'"
@@ -1433,13 +1433,7 @@ async fn signed_certificates_from_another_ca_are_checked_and_stored() {
         .site()
         .join(format!("certs/{SN}-signedrequest.cer"))
         .exists());
-    let msgs: Vec<String> = app
-        .state()
-        .await
-        .msgs
-        .into_iter()
-        .map(|m| m.msg.to_string())
-        .collect();
+    let msgs = app.all_msgs().await;
     assert!(
         msgs.iter().any(|m| m.starts_with(
             "certificates: signed certificate uploaded (CN '0090333000af', issuer 'Corp CA'"
@@ -1570,13 +1564,7 @@ async fn bad_csrs_and_names_write_nothing_outside_the_certificate_folder() {
         body.contains("# warning: X509/REQUEST is not a certificate signing request"),
         "{body}"
     );
-    let msgs: Vec<String> = app
-        .state()
-        .await
-        .msgs
-        .into_iter()
-        .map(|m| m.msg.to_string())
-        .collect();
+    let msgs = app.all_msgs().await;
     assert!(
         msgs.iter().any(|m| m.starts_with(
             "certificates: unusable CSR: X509/REQUEST is not a certificate signing request"

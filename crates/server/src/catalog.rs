@@ -423,16 +423,10 @@ pub fn catalog_rest(path: &str) -> Option<&str> {
 /// back to the `mac=`/`sn=` query argument, then to the peer address.
 pub async fn serve(app: AppState, rest: String, req: Request, device: Option<String>) -> Response {
     let (parts, _body) = req.into_parts();
-    let head = parts.method == Method::HEAD;
-    if !head && parts.method != Method::GET {
-        let mut r = respond::text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "# firmware is fetched with GET or HEAD\r\n".into(),
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+    if let Some(refused) = transfer::method_refused(&parts.method) {
+        return refused;
     }
+    let head = parts.method == Method::HEAD;
     let segs: Vec<String> = rest
         .split('/')
         .map(|s| {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 
 use crate::app::{AppState, ListenerInfo};
@@ -49,16 +49,10 @@ fn relative_path(rest: &str) -> Option<PathBuf> {
 /// Serve `SITE/fw/<rest>`.
 pub async fn serve(app: AppState, rest: String, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
-    let head = parts.method == Method::HEAD;
-    if !head && parts.method != Method::GET {
-        let mut r = respond::text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "# firmware is fetched with GET or HEAD\r\n".into(),
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+    if let Some(refused) = transfer::method_refused(&parts.method) {
+        return refused;
     }
+    let head = parts.method == Method::HEAD;
     let Some(rel) = relative_path(&rest) else {
         return respond::text(
             StatusCode::BAD_REQUEST,

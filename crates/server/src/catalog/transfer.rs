@@ -300,6 +300,22 @@ pub enum Plan {
     Send(response::Builder, Vec<Part>),
 }
 
+/// 405 (with `Allow`) for a method other than GET and HEAD.
+pub fn method_refused(method: &axum::http::Method) -> Option<Response> {
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        return None;
+    }
+    let mut r = crate::respond::text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "# firmware is fetched with GET or HEAD\r\n".into(),
+    );
+    r.headers_mut().insert(
+        header::ALLOW,
+        axum::http::HeaderValue::from_static("GET, HEAD"),
+    );
+    Some(r)
+}
+
 /// Evaluate the conditional and range headers of a request for `entity`.
 pub fn plan(headers: &HeaderMap, entity: &Entity<'_>) -> Plan {
     let size = entity.size;
