@@ -42,7 +42,9 @@ const UPSERT_DEVICE_TAIL: &str = " ON CONFLICT (sn) DO UPDATE SET seen = exclude
      boot_requested_at = excluded.boot_requested_at, vendor = excluded.vendor, \
      model = excluded.model, first_seen = excluded.first_seen, msgs = excluded.msgs";
 
-/// Bind parameters per statement. Far below the engines' limits on purpose: binding cost grows
+/// Bind parameters per statement (PostgreSQL device rows, and child rows on both engines; SQLite
+/// device rows go as one JSON bind, see [`UPSERT_DEVICES_JSON`]). Far below the engines' limits
+/// on purpose: binding cost grows
 /// faster than linearly with the statement size (measured: 1 500 devices with 12 messages each
 /// take 0.3 s at 300 binds, 0.6 s at 2 000, 8 s at 30 000 on SQLite; in the R1 benchmark
 /// `sqlite3_bind_parameter_name` fell from 2.8 % to 0.9 % of the server's CPU going from 300
@@ -141,7 +143,7 @@ impl Store {
             Some(_) => self.save_owned(state.clone()).await,
             None => {
                 self.notify(|o| o.saved(state));
-                self.write_states(&[state]).await.map(drop)
+                self.write_states(&[state], None).await.map(drop)
             }
         }
     }
@@ -155,7 +157,7 @@ impl Store {
             }
             return Ok(());
         }
-        self.write_states(&[&state]).await.map(drop)
+        self.write_states(&[&state], None).await.map(drop)
     }
 
     /// Write `states` in one transaction at once (bypassing any write-behind queue); the
@@ -170,17 +172,32 @@ impl Store {
                 wb.forget_clean(&s.sn);
             }
         }
-        self.write_states(states).await.map(drop)
+        self.write_states(states, None).await.map(drop)
     }
 
     /// Write `states` in one transaction, bypassing any write-behind queue. Returns the
     /// device change counter this write moved to (SQLite).
-    pub(crate) async fn write_states(&self, states: &[&DeviceState]) -> Result<Option<i64>> {
+    ///
+    /// `stored` lets the write-behind skip child rows the database already holds: it is
+    /// the device change counter the caller last saw and a test of whether a state's
+    /// children (vars, scripts, queries) are what that version of the database has. It is
+    /// believed only when this very transaction finds the counter unmoved since (nobody
+    /// else wrote devices in between); otherwise every state is written whole.
+    pub(crate) async fn write_states(
+        &self,
+        states: &[&DeviceState],
+        stored: Option<(i64, &ChildrenStored<'_>)>,
+    ) -> Result<Option<i64>> {
         let mut tx = self.begin_write().await?;
-        self.save_many_in(&mut tx, states)
+        // The counter first: its old value tells whether `stored` still describes the rows.
+        let generation = self.bump_generation(&mut *tx).await?;
+        let unchanged = match (stored, generation) {
+            (Some((known, test)), Some(g)) if g - 1 == known => Some(test),
+            _ => None,
+        };
+        self.save_many_in(&mut tx, states, unchanged)
             .await
             .map_err(|e| self.err(e))?;
-        let generation = self.bump_generation(&mut *tx).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.note_own_write(generation);
         Ok(generation)
@@ -323,23 +340,47 @@ impl Store {
         &self,
         tx: &mut AnyConnection,
         states: &[&DeviceState],
+        children_stored: Option<&ChildrenStored<'_>>,
     ) -> std::result::Result<(), sqlx::Error> {
         let unique: Vec<&DeviceState> = last_per_key(states, |s| s.sn.as_str())
             .into_iter()
             .map(|(_, s)| *s)
             .collect();
         let mark = self.bind_mark();
-        for chunk in unique.chunks(MAX_BINDS / DEVICE_BINDS) {
-            let sql = format!(
-                "{UPSERT_DEVICE_HEAD}{}{UPSERT_DEVICE_TAIL}",
-                values_sql(mark, DEVICE_BINDS, chunk.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for s in chunk {
-                q = bind_device(q, s);
+        let sqlite = self.backend == crate::Backend::Sqlite;
+        // SQLite takes a whole chunk of device rows as one JSON array (one bind, one
+        // statement); binding costs per parameter there, and grows with the statement.
+        let per_statement = if sqlite {
+            JSON_ROWS
+        } else {
+            MAX_BINDS / DEVICE_BINDS
+        };
+        for chunk in unique.chunks(per_statement) {
+            if sqlite {
+                sqlx::query(&UPSERT_DEVICES_JSON)
+                    .bind(devices_json(chunk))
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                let sql = format!(
+                    "{UPSERT_DEVICE_HEAD}{}{UPSERT_DEVICE_TAIL}",
+                    values_sql(mark, DEVICE_BINDS, chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for s in chunk {
+                    q = bind_device(q, s);
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
 
+            // Child rows only for states whose children differ from the stored ones.
+            let chunk: Vec<&DeviceState> = match children_stored {
+                Some(stored) => chunk.iter().copied().filter(|s| !stored(s)).collect(),
+                None => chunk.to_vec(),
+            };
+            if chunk.is_empty() {
+                continue;
+            }
             for table in ["device_vars", "device_scripts", "device_queries"] {
                 let sql = format!(
                     "DELETE FROM {table} WHERE sn IN ({})",
@@ -349,7 +390,7 @@ impl Store {
                         .join(", ")
                 );
                 let mut q = sqlx::query(&sql);
-                for s in chunk {
+                for s in &chunk {
                     q = q.bind(nf(&s.sn));
                 }
                 q.execute(&mut *tx).await?;
@@ -358,7 +399,7 @@ impl Store {
             let mut vars = Vec::new();
             let mut scripts = Vec::new();
             let mut queries = Vec::new();
-            for s in chunk {
+            for s in &chunk {
                 for (pos, (name, time)) in last_per_key(&s.device.vars, |v| v.0.as_str()) {
                     vars.push((s.sn.as_str(), name.as_str(), *time, pos));
                 }
@@ -557,6 +598,76 @@ fn bind_device<'q>(q: AnyQuery<'q>, s: &DeviceState) -> AnyQuery<'q> {
         .bind(nf(&s.model))
         .bind(s.first_seen)
         .bind(nf(messages_to_json(&s.msgs)))
+}
+
+/// Whether the database already holds a state's child rows (see [`Store::write_states`]).
+pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> bool + Sync + 'a;
+
+/// Device rows per statement on SQLite (see [`UPSERT_DEVICES_JSON`]).
+const JSON_ROWS: usize = 500;
+
+/// The device upsert for SQLite: one bind, a JSON array of rows (each an array of the
+/// [`UPSERT_DEVICE_HEAD`] columns in order, as [`devices_json`] writes them), unpacked by
+/// `json_each`. (`WHERE true` keeps SQLite's parser from reading `ON CONFLICT` as a join.)
+static UPSERT_DEVICES_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let select = (0..DEVICE_BINDS)
+        .map(|i| format!("value ->> {i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let head = UPSERT_DEVICE_HEAD.trim_end().trim_end_matches("VALUES");
+    format!("{head} SELECT {select} FROM json_each(?1) WHERE true{UPSERT_DEVICE_TAIL}")
+});
+
+/// `states` as the JSON rows of [`UPSERT_DEVICES_JSON`]: the values [`bind_device`] binds,
+/// in the same order, text made NUL-free the same way.
+fn devices_json(states: &[&DeviceState]) -> String {
+    fn put<T: serde::Serialize>(out: &mut Vec<u8>, first: bool, v: T) {
+        if !first {
+            out.push(b',');
+        }
+        // Strings, numbers and options of them always serialize.
+        let _ = serde_json::to_writer(&mut *out, &v);
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(states.len() * 1024);
+    out.push(b'[');
+    for (i, s) in states.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let d = &s.device;
+        out.push(b'[');
+        put(&mut out, true, nf(&s.sn));
+        put(&mut out, false, s.seen);
+        put(&mut out, false, nf(&s.phase));
+        put(&mut out, false, nf(&s.nextphase));
+        put(&mut out, false, s.skipnext);
+        put(&mut out, false, nf(&s.requested));
+        put(&mut out, false, nf(&d.device_type));
+        put(&mut out, false, nf(&d.classes));
+        put(&mut out, false, nf(&d.ip));
+        put(&mut out, false, i64::from(d.rp));
+        put(&mut out, false, nf(&d.proxy));
+        put(&mut out, false, nf(&d.realip));
+        put(&mut out, false, nf(&d.hwid));
+        put(&mut out, false, nf(&d.phase));
+        put(&mut out, false, nf(&d.environments));
+        put(&mut out, false, d.backup);
+        put(&mut out, false, nf(&d.certstat));
+        put(&mut out, false, nf(&d.request_downloaded));
+        put(&mut out, false, nf(&s.firmware.build));
+        put(&mut out, false, nf(&s.firmware.requested));
+        put(&mut out, false, s.firmware.requested_at);
+        put(&mut out, false, nf(&s.bootcode.build));
+        put(&mut out, false, s.bootcode.requested_at);
+        put(&mut out, false, nf(&s.vendor));
+        put(&mut out, false, nf(&s.model));
+        put(&mut out, false, s.first_seen);
+        put(&mut out, false, messages_to_json(&s.msgs));
+        out.push(b']');
+    }
+    out.push(b']');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The message log as stored: a JSON array of `[time, text]` pairs.

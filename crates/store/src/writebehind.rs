@@ -64,6 +64,12 @@ pub(crate) struct Queues {
     clean: HashMap<String, (Arc<DeviceState>, usize)>,
     /// Sum of the sizes in `clean`.
     clean_bytes: usize,
+    /// Fingerprints ([`children_print`]) of the child rows (vars, scripts, queries) the
+    /// database holds for a device, as this process last wrote them. Trusted exactly like
+    /// the clean copies (dropped with them), and only for a transaction that finds the
+    /// change counter unmoved: a batch then skips the child rows of devices whose children
+    /// did not change (a steady poll changes its device row and message log only).
+    children: HashMap<String, u64>,
 }
 
 impl Queues {
@@ -76,7 +82,32 @@ impl Queues {
     fn clear_clean(&mut self) {
         self.clean = HashMap::new();
         self.clean_bytes = 0;
+        self.children = HashMap::new();
     }
+}
+
+/// A fingerprint of a state's child rows, in the order they are stored.
+pub(crate) fn children_print(s: &DeviceState) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.device.vars.len().hash(&mut h);
+    for (name, time) in &s.device.vars {
+        name.hash(&mut h);
+        time.hash(&mut h);
+    }
+    s.scripts.len().hash(&mut h);
+    for x in &s.scripts {
+        x.filename.hash(&mut h);
+        x.delivered.hash(&mut h);
+        x.version.hash(&mut h);
+    }
+    s.queries.len().hash(&mut h);
+    for q in &s.queries {
+        q.id.hash(&mut h);
+        q.seen.hash(&mut h);
+        q.body.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Estimated heap bytes of a state (strings, lists, map entry), for the clean-copy budget.
@@ -226,6 +257,7 @@ impl WriteBehind {
         let mut q = self.lock();
         q.dirty.remove(sn);
         q.remove_clean(sn);
+        q.children.remove(sn);
     }
 
     /// Forget queued states and clean copies last seen before `older_than` (they are being
@@ -235,6 +267,7 @@ impl WriteBehind {
         q.dirty.retain(|_, d| d.state.seen >= older_than);
         q.clean.retain(|_, (c, _)| c.seen >= older_than);
         q.clean_bytes = q.clean.values().map(|(_, w)| w).sum();
+        q.children = HashMap::new();
     }
 
     /// Forget the clean copy of `sn` only (its row was changed directly; a queued state is
@@ -323,22 +356,46 @@ impl Store {
     /// Write the queue in chunks; the caller holds the flush lock. States saved again while a
     /// chunk was written stay queued (their generation changed).
     async fn write_queued(&self, wb: &WriteBehind) -> Result<usize> {
-        let batch: Vec<(String, Queued)> = wb
-            .lock()
-            .dirty
-            .iter()
-            .map(|(k, q)| (k.clone(), q.clone()))
-            .collect();
+        // Another process wrote devices: what this process knows of the rows is void.
+        if wb.watch.as_ref().is_some_and(|w| w.changed()) {
+            wb.drop_clean();
+        }
+        let (batch, stored): (Vec<(String, Queued)>, HashMap<String, u64>) = {
+            let q = wb.lock();
+            let batch: Vec<(String, Queued)> = q
+                .dirty
+                .iter()
+                .map(|(k, d)| (k.clone(), d.clone()))
+                .collect();
+            let stored = batch
+                .iter()
+                .filter_map(|(k, _)| q.children.get(k).map(|p| (k.clone(), *p)))
+                .collect();
+            (batch, stored)
+        };
+        let unchanged =
+            |s: &DeviceState| stored.get(&s.sn).is_some_and(|p| *p == children_print(s));
         let mut written = 0;
         for chunk in batch.chunks(CHUNK) {
             let states: Vec<&DeviceState> = chunk.iter().map(|(_, q)| &*q.state).collect();
+            let test: &crate::devices::ChildrenStored<'_> = &unchanged;
+            // Unchanged children are skipped only while the counter is where this process
+            // left it (`write_states` checks inside its transaction).
+            let known = *wb
+                .known_generation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let trust = known.filter(|_| wb.clean_cap > 0).map(|k| (k, test));
             // The flusher's handle has no queue of its own: note its counter move here.
-            if let Some(g) = self.write_states(&states).await? {
+            if let Some(g) = self.write_states(&states, trust).await? {
                 wb.note_generation(Some(g - 1), g);
             }
             written += chunk.len();
             let mut q = wb.lock();
             for (sn, done) in chunk {
+                if wb.clean_cap > 0 {
+                    q.children.insert(sn.clone(), children_print(&done.state));
+                }
                 if q.dirty
                     .get(sn)
                     .is_some_and(|now| now.generation == done.generation)
@@ -369,6 +426,9 @@ impl Store {
                 }
                 for sn in gone {
                     q.remove_clean(&sn);
+                    if !q.dirty.contains_key(&sn) {
+                        q.children.remove(&sn);
+                    }
                 }
             }
         }

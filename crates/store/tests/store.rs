@@ -725,3 +725,127 @@ async fn unreachable_postgres_is_a_clear_error() {
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }
+
+/// How many child rows (vars, scripts, queries) were inserted so far, counted by triggers
+/// that [`count_child_inserts`] installs.
+async fn child_inserts(dir: &tempfile::TempDir) -> i64 {
+    let url = format!("sqlite://{}", db(dir).display());
+    let mut c = SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM test_child_inserts")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    n
+}
+
+async fn count_child_inserts(dir: &tempfile::TempDir) {
+    let url = format!("sqlite://{}", db(dir).display());
+    let mut c = SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE test_child_inserts (t TEXT)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    for table in ["device_vars", "device_scripts", "device_queries"] {
+        sqlx::query(&format!(
+            "CREATE TRIGGER test_{table} AFTER INSERT ON {table} \
+             BEGIN INSERT INTO test_child_inserts VALUES ('{table}'); END"
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    }
+    c.close().await.unwrap();
+}
+
+/// A batch writes a device's child rows (vars, scripts, queries) only when they changed,
+/// and never trusts what it wrote earlier once another process wrote devices.
+#[tokio::test]
+async fn write_behind_rewrites_child_rows_only_when_they_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_secs(3600)),
+        ..StoreOptions::default()
+    };
+    let server = Store::open_with(&db(&dir), &opts).await.unwrap();
+    let cli = Store::open(&db(&dir)).await.unwrap();
+    let mut s = full_state("00-90-33-30-00-af");
+    assert!(!s.scripts.is_empty() && !s.device.vars.is_empty());
+    count_child_inserts(&dir).await;
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    let first = child_inserts(&dir).await;
+    assert!(first > 0);
+
+    // A steady poll: time and messages change, the child rows stay as they are.
+    s.seen += 10;
+    s.msgs.push(Message {
+        time: s.seen,
+        msg: "CHECK good".into(),
+    });
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(child_inserts(&dir).await, first, "unchanged rows kept");
+
+    // A delivered script changes: the rows are written again.
+    s.scripts[0].delivered += 5;
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert!(child_inserts(&dir).await > first, "changed rows written");
+
+    // Another process (no write-behind: it signals) replaces the children; the server then
+    // saves its own version with the children it wrote before: written whole again.
+    let mut theirs = s.clone();
+    theirs.scripts.clear();
+    theirs.device.vars.clear();
+    cli.save(&theirs).await.unwrap();
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+
+    // A second server (write-behind, no signal) does the same: the change counter tells.
+    let other = Store::open_with(&db(&dir), &opts).await.unwrap();
+    other.save(&theirs).await.unwrap();
+    other.flush().await.unwrap();
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+}
+
+/// Awkward values survive a batch write: extreme numbers, quotes, backslashes, non-ASCII
+/// text, and NUL characters (U+FFFD in plain columns, kept inside the message log).
+#[tokio::test]
+async fn batch_writes_keep_awkward_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_test(&dir).await;
+    let mut states = Vec::new();
+    for i in 0..700 {
+        let mut s = full_state(&format!("dev-{i:04}"));
+        s.seen = if i % 2 == 0 { i64::MAX } else { i64::MIN + i };
+        s.phase = Some(format!("ph\"a\\se\0{i} ünï €"));
+        s.device.backup = Some(-1);
+        s.msgs = vec![Message {
+            time: -3,
+            msg: "quote \" back \\ nul \0 tab \t".into(),
+        }];
+        states.push(s);
+    }
+    let refs: Vec<&DeviceState> = states.iter().collect();
+    store.save_all(&refs).await.unwrap();
+    for s in [&states[0], &states[1], &states[699]] {
+        let mut want = s.clone();
+        want.phase = want.phase.map(|p| p.replace('\0', "\u{FFFD}"));
+        assert_eq!(store.load(&s.sn).await.unwrap().as_ref(), Some(&want));
+    }
+    assert_eq!(store.list().await.unwrap().len(), 700);
+}

@@ -231,8 +231,9 @@ impl<'a> Run<'a> {
             view,
             req,
             now,
-            out: String::new(),
-            notes: Vec::new(),
+            // The answer of a device in its final phase is ~2.5 KB: one allocation.
+            out: String::with_capacity(4096),
+            notes: Vec::with_capacity(16),
             state: st,
             tracking,
             persist: false,
@@ -257,9 +258,23 @@ impl<'a> Run<'a> {
         self.out.push_str("\r\n");
     }
 
+    /// [`Run::line`] of formatted text, written in place (no temporary string).
+    pub fn line_fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        use std::fmt::Write;
+        // Writing into a String cannot fail.
+        let _ = self.out.write_fmt(args);
+        self.out.push_str("\r\n");
+    }
+
+    /// `# <msg>` as a line.
+    fn hash_line(&mut self, msg: &str) {
+        self.out.push_str("# ");
+        self.line(msg);
+    }
+
     /// A `# ` line that explains a decision but is not logged on the device.
     pub fn comment(&mut self, msg: &str) {
-        self.line(&format!("# {msg}"));
+        self.hash_line(msg);
         if !msg.is_empty() {
             self.notes.push(msg.to_string());
         }
@@ -267,7 +282,7 @@ impl<'a> Run<'a> {
 
     /// The reference's `notify`: printed, explained and kept as a device message.
     pub fn notify(&mut self, msg: &str) {
-        self.line(&format!("# {msg}"));
+        self.hash_line(msg);
         if !msg.is_empty() {
             self.notes.push(msg.to_string());
         }
@@ -285,7 +300,7 @@ impl<'a> Run<'a> {
 
     /// The reference's `bailout`: a fatal error, the state is not stored.
     pub fn bailout(&mut self, msg: &str) -> Step {
-        self.line(&format!("# {msg} - exit"));
+        self.line_fmt(format_args!("# {msg} - exit"));
         self.notes.push(msg.to_string());
         self.error = Some(msg.to_string());
         self.persist = false;
@@ -459,7 +474,7 @@ impl<'a> Run<'a> {
         // Snippet candidates.
         let scriptdir = cfg.times.dir.clone();
         self.line("");
-        self.line(&format!("# existing files (from {scriptdir}):"));
+        self.line_fmt(format_args!("# existing files (from {scriptdir}):"));
         let devicescript = sn.to_lowercase().replace('-', "_");
         let candidates = candidate_scripts(
             self.view,
@@ -489,12 +504,12 @@ impl<'a> Run<'a> {
         }
         for (f, sf) in &existing {
             let s = since(self.now, sf.mtime);
-            self.line(&format!("# > {f}: {s}"));
+            self.line_fmt(format_args!("# > {f}: {s}"));
         }
         self.line("");
-        self.line(&format!("# possible further files (from {scriptdir}):"));
+        self.line_fmt(format_args!("# possible further files (from {scriptdir}):"));
         for f in &absent {
-            self.line(&format!("# {f}   "));
+            self.line_fmt(format_args!("# {f}   "));
         }
         self.line("");
 
@@ -527,7 +542,7 @@ impl<'a> Run<'a> {
             let age = self.now - t;
             let grace = cfg.times.grace as i64;
             self.line("");
-            self.line(&format!("# newest script ({f}) {age}s old"));
+            self.line_fmt(format_args!("# newest script ({f}) {age}s old"));
             if age < grace {
                 let msg = format!(
                     "files being updated ({f} {age}s old, waiting for at least {grace}s to expire)"
@@ -664,7 +679,7 @@ impl<'a> Run<'a> {
             }
             for (f, sf) in &files {
                 self.notify(&format!("    {f}"));
-                self.line(&format!("# {{ \r\n# begin script '{f}' "));
+                self.line_fmt(format_args!("# {{ \r\n# begin script '{f}' "));
                 match &sf.content {
                     Ok(text) => {
                         self.line(text);
@@ -675,7 +690,7 @@ impl<'a> Run<'a> {
                         self.notify(&format!("cannot read script '{f}': {why}"));
                     }
                 }
-                self.line(&format!("# end script '{f}'\r\n# }}"));
+                self.line_fmt(format_args!("# end script '{f}'\r\n# }}"));
             }
             for l in &dynamic.post {
                 self.line(l);
@@ -688,13 +703,13 @@ impl<'a> Run<'a> {
             }
             if let Some(s) = &sig {
                 self.line("# set CHECK var");
-                self.line(&format!("mod cmd UP1 check ser {s}"));
+                self.line_fmt(format_args!("mod cmd UP1 check ser {s}"));
             }
             self.line("# trigger reset if required");
             self.line("iresetn");
         } else {
             let s = sig.unwrap_or_default();
-            self.line(&format!(
+            self.line_fmt(format_args!(
                 "# not delivering any snippets - CHECK serial {s} is good"
             ));
             self.rewrite_url(None);
@@ -723,13 +738,13 @@ impl<'a> Run<'a> {
             }
         }
         if found.is_empty() {
-            self.line(&format!(
+            self.line_fmt(format_args!(
                 "# no queries defined for any of callers classes: {}",
                 classes.join("+")
             ));
         } else {
             for (id, cmd) in found {
-                self.line(&format!("# query '{id}'"));
+                self.line_fmt(format_args!("# query '{id}'"));
                 self.line(&cmd);
             }
         }
@@ -900,7 +915,10 @@ impl<'a> Run<'a> {
             kind.long
         ));
         let url = self.view.fw_url(&build, device_type, kind.filetype);
-        self.line(&format!("mod cmd UP0 {} {url} ser {build}", kind.filetype));
+        self.line_fmt(format_args!(
+            "mod cmd UP0 {} {url} ser {build}",
+            kind.filetype
+        ));
         Some(build)
     }
 
@@ -1001,11 +1019,11 @@ impl<'a> Run<'a> {
                         self.notify("turn off fast polling");
                         self.line("mod cmd UP1 provision 0");
                         self.line("config rem UP1 /provision");
-                        self.line(&format!("config add UP1 /poll {}", cfg.times.interval));
+                        self.line_fmt(format_args!("config add UP1 /poll {}", cfg.times.interval));
                     } else {
                         self.notify(&format!("turn on fast polling ({np})"));
                         let p = self.view.polling_text();
-                        self.line(&format!("mod cmd UP1 provision {p}"));
+                        self.line_fmt(format_args!("mod cmd UP1 provision {p}"));
                         self.line("config add UP1 /poll 1");
                     }
                 }
@@ -1060,7 +1078,10 @@ impl<'a> Run<'a> {
             let m = self.missing.join(", ");
             self.notify(&format!("missing query args: {m}"));
         }
-        self.line(&format!("config add UP1 /url {}", rawurlencode(&newurl)));
+        self.line_fmt(format_args!(
+            "config add UP1 /url {}",
+            rawurlencode(&newurl)
+        ));
         self.line("config add UP1 /no-dhcp");
         self.line("config write");
         self.line("config activate");
@@ -1113,30 +1134,37 @@ pub fn candidate_scripts(
     } else {
         phase.to_string()
     };
-    let mut allphases = vec![phase];
+    let mut allphases = vec![phase.to_lowercase()];
     if view.phases.len() > 1 {
         allphases.insert(0, "all".into());
     }
-    let mut allclasses = classes.to_vec();
+    let mut allclasses: Vec<String> = classes.iter().map(|c| c.to_lowercase()).collect();
     if view.cfg.classes.len() > 1 {
         allclasses.insert(0, "all".into());
     }
-    let mut allenvs = envs.to_vec();
-    allenvs.insert(0, devicescript.to_string());
+    let mut allenvs: Vec<String> = envs.iter().map(|e| e.to_lowercase()).collect();
+    allenvs.insert(0, devicescript.to_lowercase());
     if view.cfg.environments.len() > 1 {
         allenvs.insert(0, "all".into());
     }
-    let mut out: Vec<String> = Vec::new();
+    // Names are unique when every part list is and no part contains the separator; only
+    // otherwise can two combinations spell the same name (the reference lists it once).
+    let parts_unique = [&allphases, &allclasses, &allenvs].iter().all(|list| {
+        list.iter()
+            .enumerate()
+            .all(|(i, x)| !x.contains('-') && !list[..i].contains(x))
+    });
+    let mut out: Vec<String> =
+        Vec::with_capacity(allphases.len() * allclasses.len() * allenvs.len());
     for p in &allphases {
         for c in &allclasses {
             for e in &allenvs {
-                let f = format!(
-                    "{scriptdir}/{}-{}-{}.txt",
-                    p.to_lowercase(),
-                    c.to_lowercase(),
-                    e.to_lowercase()
-                );
-                if !out.contains(&f) {
+                let mut f =
+                    String::with_capacity(scriptdir.len() + p.len() + c.len() + e.len() + 8);
+                for part in [scriptdir, "/", p, "-", c, "-", e, ".txt"] {
+                    f.push_str(part);
+                }
+                if parts_unique || !out.contains(&f) {
                     out.push(f);
                 }
             }
@@ -1198,4 +1226,75 @@ pub fn check_type(t: &str) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's `getPossibleScripts`, written plainly: every combination, lower case,
+    /// the first of equal names kept.
+    fn naive(
+        view: &SiteView,
+        dir: &str,
+        phase: &str,
+        c: &[String],
+        e: &[String],
+        d: &str,
+    ) -> Vec<String> {
+        let mut ps = vec![phase.to_string()];
+        if view.phases.len() > 1 {
+            ps.insert(0, "all".into());
+        }
+        let mut cs = c.to_vec();
+        if view.cfg.classes.len() > 1 {
+            cs.insert(0, "all".into());
+        }
+        let mut es = e.to_vec();
+        es.insert(0, d.to_string());
+        if view.cfg.environments.len() > 1 {
+            es.insert(0, "all".into());
+        }
+        let mut out: Vec<String> = Vec::new();
+        for p in &ps {
+            for c in &cs {
+                for e in &es {
+                    let f = format!(
+                        "{dir}/{}-{}-{}.txt",
+                        p.to_lowercase(),
+                        c.to_lowercase(),
+                        e.to_lowercase()
+                    );
+                    if !out.contains(&f) {
+                        out.push(f);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn candidate_scripts_are_the_reference_list() {
+        let cfg = SiteConfig::default();
+        let view = SiteView::new(&cfg, "http://x");
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let cases = [
+            (
+                s(&["phone", "pre_opus_phone", "IP232"]),
+                s(&["hq", "default"]),
+            ),
+            // repeated parts and parts with the separator may spell one name twice
+            (s(&["phone", "all", "Phone"]), s(&["default", "all"])),
+            (s(&["a-b", "a"]), s(&["c", "b-c"])),
+            (s(&[]), s(&[])),
+        ];
+        for (classes, envs) in cases {
+            for phase in ["update", "Staging", "all"] {
+                let got = candidate_scripts(&view, "scripts", phase, &classes, &envs, "00_90_33");
+                let want = naive(&view, "scripts", phase, &classes, &envs, "00_90_33");
+                assert_eq!(got, want, "{classes:?} {envs:?} {phase}");
+            }
+        }
+    }
 }
