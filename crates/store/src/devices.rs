@@ -670,24 +670,102 @@ fn devices_json(states: &[&DeviceState]) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The message log as stored: a JSON array of `[time, text]` pairs.
+/// The message log as stored. Every poll logs the same few texts again, so the column holds
+/// each distinct text once: `{"texts": [...], "log": [t, i, d, i, ...]}`, a message being the
+/// index `i` of its text and its time, written as the difference `d` to the time before (the
+/// first as it is). A full log of 200 messages takes ~1 KB instead of ~10 KB as
+/// `[time, text]` pairs, which is what every write of the state costs.
 fn messages_to_json(msgs: &[Message]) -> String {
-    let pairs: Vec<(i64, &str)> = msgs.iter().map(|m| (m.time, &*m.msg)).collect();
-    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".into())
+    use std::fmt::Write;
+    if msgs.is_empty() {
+        return "[]".into();
+    }
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut texts: Vec<&str> = Vec::new();
+    let mut log = String::with_capacity(msgs.len() * 6);
+    let mut last = 0i64;
+    for (n, m) in msgs.iter().enumerate() {
+        let i = *index.entry(&*m.msg).or_insert_with(|| {
+            texts.push(&*m.msg);
+            texts.len() - 1
+        });
+        if n > 0 {
+            log.push(',');
+        }
+        // Differences wrap, and so does reading them back: exact for every i64.
+        let _ = write!(log, "{},{i}", m.time.wrapping_sub(last));
+        last = m.time;
+    }
+    let texts = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+    format!("{{\"texts\":{texts},\"log\":[{log}]}}")
 }
 
-/// The message log from its column, leniently: times may be numbers or numeric text, texts
+/// A JSON number as a time: numbers (fractions cut), numeric text; anything else is `None`.
+fn json_time(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A JSON value as message text: strings as they are, `null` empty, anything else as JSON.
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The message log from its column, leniently: the compact form of [`messages_to_json`] or
+/// the `[time, text]` pairs written before it; times may be numbers or numeric text, texts
 /// anything printable; entries of another shape are skipped with a warning, and a value that
 /// is not JSON reads as an empty log.
 fn messages_from_json(text: &str) -> Vec<Message> {
     if text.is_empty() || text == "[]" {
         return Vec::new();
     }
-    let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(text)
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(items)) => messages_from_pairs(items),
+        Ok(serde_json::Value::Object(o)) => messages_from_compact(&o),
+        _ => {
+            tracing::warn!("ignoring a device message log that is not JSON");
+            Vec::new()
+        }
+    }
+}
+
+fn messages_from_compact(o: &serde_json::Map<String, serde_json::Value>) -> Vec<Message> {
+    let (Some(serde_json::Value::Array(texts)), Some(serde_json::Value::Array(log))) =
+        (o.get("texts"), o.get("log"))
     else {
-        tracing::warn!("ignoring a device message log that is not a JSON array");
+        tracing::warn!("ignoring a device message log without texts and log");
         return Vec::new();
     };
+    let texts: Vec<std::sync::Arc<str>> = texts.iter().map(|t| json_text(t).into()).collect();
+    let mut out = Vec::with_capacity(log.len() / 2);
+    let mut time = 0i64;
+    for pair in log.chunks(2) {
+        let [d, i] = pair else {
+            tracing::warn!("ignoring a device message log entry without its text");
+            break;
+        };
+        time = time.wrapping_add(json_time(d).unwrap_or(0));
+        match i.as_u64().and_then(|i| texts.get(usize::try_from(i).ok()?)) {
+            Some(text) => out.push(Message {
+                time,
+                msg: text.clone().into(),
+            }),
+            None => tracing::warn!("ignoring a device message whose text is missing"),
+        }
+    }
+    out
+}
+
+fn messages_from_pairs(items: Vec<serde_json::Value>) -> Vec<Message> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let pair = match item {
@@ -697,22 +775,9 @@ fn messages_from_json(text: &str) -> Vec<Message> {
                 continue;
             }
         };
-        let time = match &pair[0] {
-            serde_json::Value::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
-            serde_json::Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .unwrap_or(0);
-        let msg = match &pair[1] {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => String::new(),
-            other => other.to_string(),
-        };
         out.push(Message {
-            time,
-            msg: msg.into(),
+            time: json_time(&pair[0]).unwrap_or(0),
+            msg: json_text(&pair[1]).into(),
         });
     }
     out
@@ -736,4 +801,75 @@ async fn insert_rows<T>(
         q.execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(items: &[(i64, &str)]) -> Vec<Message> {
+        items
+            .iter()
+            .map(|(t, m)| Message {
+                time: *t,
+                msg: (*m).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn message_log_round_trips_compactly() {
+        let mut poll = Vec::new();
+        for t in 0..70 {
+            let at = 1_796_597_080 + t / 3;
+            poll.push((at, ""));
+            poll.push((
+                at,
+                "phase: update, nextphase: , environment: default, type: IP232",
+            ));
+            poll.push((at, "certificates: none"));
+        }
+        let cases = [
+            log(&[]),
+            log(&[(5, "one")]),
+            log(&poll),
+            log(&[
+                (i64::MAX, "max"),
+                (i64::MIN, "min \0 nul"),
+                (-1, "quote \" back \\ ü €"),
+                (i64::MAX, "max"),
+                (0, ""),
+            ]),
+        ];
+        for msgs in cases {
+            let text = messages_to_json(&msgs);
+            assert_eq!(messages_from_json(&text), msgs, "{text}");
+        }
+        let full = messages_to_json(&log(&poll));
+        let pairs =
+            serde_json::to_string(&poll.iter().map(|(t, m)| (*t, *m)).collect::<Vec<_>>()).unwrap();
+        assert!(
+            full.len() * 5 < pairs.len(),
+            "{} vs {}",
+            full.len(),
+            pairs.len()
+        );
+    }
+
+    #[test]
+    fn message_logs_of_either_form_are_read_leniently() {
+        // the pairs written before the compact form
+        assert_eq!(
+            messages_from_json(r#"[[10, "a"], ["11", null], "junk", [12]]"#),
+            log(&[(10, "a"), (11, "")])
+        );
+        // compact: a missing text or a dangling time is skipped, the rest kept
+        assert_eq!(
+            messages_from_json(r#"{"texts": ["a", 7], "log": [10, 0, 1, 5, 1, 1, 3]}"#),
+            log(&[(10, "a"), (12, "7")])
+        );
+        assert_eq!(messages_from_json(r#"{"texts": ["a"]}"#), log(&[]));
+        assert_eq!(messages_from_json("not json"), log(&[]));
+        assert_eq!(messages_from_json(""), log(&[]));
+    }
 }
