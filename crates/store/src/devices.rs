@@ -757,7 +757,7 @@ fn messages_from_compact(o: &serde_json::Map<String, serde_json::Value>) -> Vec<
         match i.as_u64().and_then(|i| texts.get(usize::try_from(i).ok()?)) {
             Some(text) => out.push(Message {
                 time,
-                msg: text.clone().into(),
+                msg: text.clone(),
             }),
             None => tracing::warn!("ignoring a device message whose text is missing"),
         }
