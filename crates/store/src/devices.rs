@@ -680,13 +680,27 @@ fn messages_to_json(msgs: &[Message]) -> String {
     if msgs.is_empty() {
         return "[]".into();
     }
+    // A log has a handful of distinct texts: found by a scan, hashed only beyond that.
+    const SCAN: usize = 16;
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut texts: Vec<&str> = Vec::new();
     let mut log = String::with_capacity(msgs.len() * 6);
     let mut last = 0i64;
     for (n, m) in msgs.iter().enumerate() {
-        let i = *index.entry(&*m.msg).or_insert_with(|| {
-            texts.push(&*m.msg);
+        let text: &str = &m.msg;
+        let found = if texts.len() <= SCAN {
+            texts.iter().position(|t| *t == text)
+        } else {
+            if index.is_empty() {
+                index.extend(texts.iter().enumerate().map(|(i, t)| (*t, i)));
+            }
+            index.get(text).copied()
+        };
+        let i = found.unwrap_or_else(|| {
+            texts.push(text);
+            if !index.is_empty() {
+                index.insert(text, texts.len() - 1);
+            }
             texts.len() - 1
         });
         if n > 0 {
@@ -841,6 +855,12 @@ mod tests {
                 (0, ""),
             ]),
         ];
+        // many distinct texts (found by hashing past the first few), repeated out of order
+        let texts: Vec<String> = (0..40).map(|i| format!("text {i}")).collect();
+        let many: Vec<(i64, &str)> = (0..200)
+            .map(|i| (i as i64 * 7 % 13, texts[(i * 17) % 40].as_str()))
+            .collect();
+        let cases = cases.into_iter().chain([log(&many)]);
         for msgs in cases {
             let text = messages_to_json(&msgs);
             assert_eq!(messages_from_json(&text), msgs, "{text}");
