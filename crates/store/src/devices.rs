@@ -176,31 +176,58 @@ impl Store {
     }
 
     /// Write `states` in one transaction, bypassing any write-behind queue. Returns the
-    /// device change counter this write moved to (SQLite).
-    ///
-    /// `stored` lets the write-behind skip child rows the database already holds: it is
-    /// the device change counter the caller last saw and a test of whether a state's
-    /// children (vars, scripts, queries) are what that version of the database has. It is
-    /// believed only when this very transaction finds the counter unmoved since (nobody
-    /// else wrote devices in between); otherwise every state is written whole.
+    /// device change counter this write moved to (SQLite), and the serials whose states were
+    /// not written because another process forgot them meanwhile (see [`QueuedWrite`]).
     pub(crate) async fn write_states(
         &self,
         states: &[&DeviceState],
-        stored: Option<(i64, &ChildrenStored<'_>)>,
-    ) -> Result<Option<i64>> {
+        queued: Option<QueuedWrite<'_>>,
+    ) -> Result<(Option<i64>, Vec<String>)> {
         let mut tx = self.begin_write().await?;
-        // The counter first: its old value tells whether `stored` still describes the rows.
+        // The counter first: its old value tells whether anybody else wrote devices since
+        // the write-behind last looked.
         let generation = self.bump_generation(&mut *tx).await?;
-        let unchanged = match (stored, generation) {
-            (Some((known, test)), Some(g)) if g - 1 == known => Some(test),
-            _ => None,
+        let mut unchanged = None;
+        let mut forgotten = Vec::new();
+        if let Some(q) = queued {
+            let unmoved = matches!((q.known, generation), (Some(k), Some(g)) if g - 1 == k);
+            if unmoved {
+                unchanged = q.children_stored;
+            } else if self.backend == crate::Backend::Sqlite {
+                forgotten = self.take_forgotten(&mut tx).await?;
+            }
+        }
+        let kept: Vec<&DeviceState> = if forgotten.is_empty() {
+            states.to_vec()
+        } else {
+            states
+                .iter()
+                .copied()
+                .filter(|s| !forgotten.contains(&s.sn))
+                .collect()
         };
-        self.save_many_in(&mut tx, states, unchanged)
+        self.save_many_in(&mut tx, &kept, unchanged)
             .await
             .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
         self.note_own_write(generation);
-        Ok(generation)
+        Ok((generation, forgotten))
+    }
+
+    /// Read and remove the marks that processes without write-behind leave when they forget
+    /// a device (see [`Store::delete`]).
+    async fn take_forgotten(&self, tx: &mut Transaction<'static, Any>) -> Result<Vec<String>> {
+        let rows = sqlx::query("DELETE FROM meta WHERE key >= $1 AND key < $2 RETURNING key")
+            .bind(FORGOTTEN)
+            .bind(FORGOTTEN_END)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| string_or_empty(r, "meta", "key"))
+            .filter_map(|k| k.strip_prefix(FORGOTTEN).map(str::to_string))
+            .collect())
     }
 
     /// All devices with their children, ordered by serial (byte order).
@@ -284,12 +311,28 @@ impl Store {
         if let Some(wb) = &self.wb {
             wb.forget(sn);
         }
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM devices WHERE sn = $1")
             .bind(nf(sn))
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        let generation = self.bump_generation(self.pool()).await?;
+        let generation = self.bump_generation(&mut *tx).await?;
+        if self.wb.is_none() && self.backend == crate::Backend::Sqlite {
+            // A server next to this process may hold a state of the device in its
+            // write-behind queue, polled before now: the mark tells its next batch to drop
+            // it rather than write the device back (even when no row was here yet).
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(format!("{FORGOTTEN}{}", nf(sn)))
+            .bind(generation.unwrap_or(0).to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
         self.note_own_write(generation);
         self.notify(|o| o.deleted(sn));
         Ok(done.rows_affected() > 0)
@@ -600,7 +643,27 @@ fn bind_device<'q>(q: AnyQuery<'q>, s: &DeviceState) -> AnyQuery<'q> {
         .bind(nf(messages_to_json(&s.msgs)))
 }
 
-/// Whether the database already holds a state's child rows (see [`Store::write_states`]).
+/// `meta` keys `forgotten:<sn>`: devices forgotten by a process without write-behind, for
+/// the next batch of a server's write-behind (see [`QueuedWrite`]). `;` follows `:`.
+const FORGOTTEN: &str = "forgotten:";
+const FORGOTTEN_END: &str = "forgotten;";
+
+/// What the write-behind adds to [`Store::write_states`]. Both are acted upon inside the
+/// write's own transaction, which holds SQLite's write lock:
+///
+/// * `children_stored` lets a batch skip child rows the database already holds (whether a
+///   state's vars, scripts and queries are what this process last wrote). Believed only
+///   when the device change counter is still `known`, the value this process last saw:
+///   nobody else wrote devices since. Otherwise every state is written whole.
+/// * When the counter moved, devices that another process forgot since (`devices forget`
+///   next to a running server) are not written back: their queued states come from polls
+///   before the forget. Their serials are returned, and the marks removed.
+pub(crate) struct QueuedWrite<'a> {
+    pub known: Option<i64>,
+    pub children_stored: Option<&'a ChildrenStored<'a>>,
+}
+
+/// Whether the database already holds a state's child rows (see [`QueuedWrite`]).
 pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> bool + Sync + 'a;
 
 /// Device rows per statement on SQLite (see [`UPSERT_DEVICES_JSON`]).

@@ -7,6 +7,12 @@
 //! its own writes at once. Operations that read or change many rows (list, delete, touch,
 //! expire) flush first and hold the flush lock, so they never race a batch.
 //!
+//! **Forgotten devices.** A process without write-behind that forgets a device (`devices
+//! forget` next to a running server) leaves a `forgotten:<sn>` mark in `meta` in the same
+//! transaction; the server's next batch, seeing the change counter moved, takes the marks
+//! inside its own transaction and drops the queued states of those devices instead of
+//! writing them back (they come from polls before the forget).
+//!
 //! A crash (kill -9, power loss) loses at most the states queued since the last flush; each
 //! batch is one transaction, so the database is always consistent. When the queue holds more
 //! than [`MAX_QUEUED`] devices a save flushes before returning (back-pressure), and a flush
@@ -376,8 +382,13 @@ impl Store {
         let unchanged =
             |s: &DeviceState| stored.get(&s.sn).is_some_and(|p| *p == children_print(s));
         let mut written = 0;
+        let mut forgotten: Vec<String> = Vec::new();
         for chunk in batch.chunks(CHUNK) {
-            let states: Vec<&DeviceState> = chunk.iter().map(|(_, q)| &*q.state).collect();
+            let states: Vec<&DeviceState> = chunk
+                .iter()
+                .map(|(_, q)| &*q.state)
+                .filter(|s| !forgotten.contains(&s.sn))
+                .collect();
             let test: &crate::devices::ChildrenStored<'_> = &unchanged;
             // Unchanged children are skipped only while the counter is where this process
             // left it (`write_states` checks inside its transaction).
@@ -385,14 +396,28 @@ impl Store {
                 .known_generation
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let trust = known.filter(|_| wb.clean_cap > 0).map(|k| (k, test));
+            let queued = crate::devices::QueuedWrite {
+                known,
+                children_stored: (wb.clean_cap > 0).then_some(test),
+            };
+            let (generation, gone) = self.write_states(&states, Some(queued)).await?;
             // The flusher's handle has no queue of its own: note its counter move here.
-            if let Some(g) = self.write_states(&states, trust).await? {
+            if let Some(g) = generation {
                 wb.note_generation(Some(g - 1), g);
+            }
+            if !gone.is_empty() {
+                let mut q = wb.lock();
+                for sn in &gone {
+                    tracing::info!(device = %sn, "forgotten by another process: queued state dropped");
+                    q.dirty.remove(sn);
+                    q.remove_clean(sn);
+                    q.children.remove(sn);
+                }
+                forgotten.extend(gone);
             }
             written += chunk.len();
             let mut q = wb.lock();
-            for (sn, done) in chunk {
+            for (sn, done) in chunk.iter().filter(|(sn, _)| !forgotten.contains(sn)) {
                 if wb.clean_cap > 0 {
                     q.children.insert(sn.clone(), children_print(&done.state));
                 }

@@ -849,3 +849,42 @@ async fn batch_writes_keep_awkward_values() {
     }
     assert_eq!(store.list().await.unwrap().len(), 700);
 }
+
+/// `devices forget` from another process (no write-behind) while a server holds a newer
+/// state of the device in its queue: the server's next batch does not write it back.
+#[tokio::test]
+async fn a_device_forgotten_by_another_process_is_not_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_secs(3600)),
+        ..StoreOptions::default()
+    };
+    let server = Store::open_with(&db(&dir), &opts).await.unwrap();
+    let cli = Store::open(&db(&dir)).await.unwrap();
+    let mut s = full_state("00-90-33-30-00-af");
+    let other = full_state("00-90-33-30-00-b0");
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    // polled again: queued, not yet written
+    s.seen += 5;
+    server.save(&s).await.unwrap();
+    server.save(&other).await.unwrap();
+    assert!(cli.delete(&s.sn).await.unwrap());
+    // a device only queued so far is forgotten too (the CLI does not know it yet)
+    let queued_only = full_state("00-90-33-30-00-b1");
+    server.save(&queued_only).await.unwrap();
+    assert!(!cli.delete(&queued_only.sn).await.unwrap());
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap(), None, "not written back");
+    assert_eq!(cli.load(&queued_only.sn).await.unwrap(), None);
+    assert_eq!(server.load(&s.sn).await.unwrap(), None);
+    assert_eq!(server.queued_states(), 0);
+    // the other queued device is written as usual
+    assert_eq!(cli.load(&other.sn).await.unwrap().as_ref(), Some(&other));
+
+    // The device polls again after the forget: it is a new device from then on.
+    let fresh = DeviceState::new(&s.sn, 99);
+    server.save(&fresh).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&fresh));
+}
