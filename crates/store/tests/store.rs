@@ -521,6 +521,27 @@ async fn write_behind_flushes_by_itself_within_its_window() {
     assert_eq!(store.clean_states(), 1);
 }
 
+/// A server's store (write-behind, batches every `window`) and a CLI's (none) on one file.
+async fn server_and_cli(dir: &tempfile::TempDir, window: Duration) -> (Store, Store) {
+    let opts = StoreOptions {
+        write_behind: Some(window),
+        ..StoreOptions::default()
+    };
+    let server = Store::open_with(&db(dir), &opts).await.unwrap();
+    let cli = Store::open(&db(dir)).await.unwrap();
+    (server, cli)
+}
+
+/// A plain connection to the SQLite file, beside the stores.
+async fn raw_sqlite(dir: &tempfile::TempDir) -> sqlx::SqliteConnection {
+    let url = format!("sqlite://{}", db(dir).display());
+    SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// Written states stay in memory as clean copies; a device written by another process (a CLI
 /// next to the server) is read from the file again by the very next load (the change
 /// signal), and a second writer with write-behind of its own is noticed within a window (the
@@ -729,12 +750,7 @@ async fn unreachable_postgres_is_a_clear_error() {
 /// How many child rows (vars, scripts, queries) were inserted so far, counted by triggers
 /// that [`count_child_inserts`] installs.
 async fn child_inserts(dir: &tempfile::TempDir) -> i64 {
-    let url = format!("sqlite://{}", db(dir).display());
-    let mut c = SqliteConnectOptions::from_str(&url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut c = raw_sqlite(dir).await;
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM test_child_inserts")
         .fetch_one(&mut c)
         .await
@@ -744,12 +760,7 @@ async fn child_inserts(dir: &tempfile::TempDir) -> i64 {
 }
 
 async fn count_child_inserts(dir: &tempfile::TempDir) {
-    let url = format!("sqlite://{}", db(dir).display());
-    let mut c = SqliteConnectOptions::from_str(&url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let mut c = raw_sqlite(dir).await;
     sqlx::query("CREATE TABLE test_child_inserts (t TEXT)")
         .execute(&mut c)
         .await
@@ -771,12 +782,7 @@ async fn count_child_inserts(dir: &tempfile::TempDir) {
 #[tokio::test]
 async fn write_behind_rewrites_child_rows_only_when_they_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        write_behind: Some(Duration::from_secs(3600)),
-        ..StoreOptions::default()
-    };
-    let server = Store::open_with(&db(&dir), &opts).await.unwrap();
-    let cli = Store::open(&db(&dir)).await.unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_secs(3600)).await;
     let mut s = full_state("00-90-33-30-00-af");
     assert!(!s.scripts.is_empty() && !s.device.vars.is_empty());
     count_child_inserts(&dir).await;
@@ -814,6 +820,10 @@ async fn write_behind_rewrites_child_rows_only_when_they_changed() {
     assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
 
     // A second server (write-behind, no signal) does the same: the change counter tells.
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_secs(3600)),
+        ..StoreOptions::default()
+    };
     let other = Store::open_with(&db(&dir), &opts).await.unwrap();
     other.save(&theirs).await.unwrap();
     other.flush().await.unwrap();
@@ -855,12 +865,7 @@ async fn batch_writes_keep_awkward_values() {
 #[tokio::test]
 async fn a_device_forgotten_by_another_process_is_not_written_back() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        write_behind: Some(Duration::from_secs(3600)),
-        ..StoreOptions::default()
-    };
-    let server = Store::open_with(&db(&dir), &opts).await.unwrap();
-    let cli = Store::open(&db(&dir)).await.unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_secs(3600)).await;
     let mut s = full_state("00-90-33-30-00-af");
     let other = full_state("00-90-33-30-00-b0");
     server.save(&s).await.unwrap();
