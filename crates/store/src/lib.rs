@@ -208,6 +208,10 @@ impl Store {
         let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            // sqlx pings a pooled connection before handing it out; a connection to a local
+            // file cannot have gone away, and the ping is a round trip to the connection's
+            // worker thread on every query.
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .after_connect(move |conn, _| {
                 let pragmas = pragmas.clone();
