@@ -383,6 +383,9 @@ impl Store {
             |s: &DeviceState| stored.get(&s.sn).is_some_and(|p| *p == children_print(s));
         let mut written = 0;
         let mut forgotten: Vec<String> = Vec::new();
+        // The fingerprints were taken before the first chunk: once a chunk finds that
+        // somebody else wrote devices, they may describe rows that are gone.
+        let mut snapshot_good = true;
         for chunk in batch.chunks(CHUNK) {
             let states: Vec<&DeviceState> = chunk
                 .iter()
@@ -398,9 +401,12 @@ impl Store {
                 .unwrap_or_else(|p| p.into_inner());
             let queued = crate::devices::QueuedWrite {
                 known,
-                children_stored: (wb.clean_cap > 0).then_some(test),
+                children_stored: (wb.clean_cap > 0 && snapshot_good).then_some(test),
             };
             let (generation, gone) = self.write_states(&states, Some(queued)).await?;
+            if known.zip(generation).is_none_or(|(k, g)| g - 1 != k) {
+                snapshot_good = false;
+            }
             // The flusher's handle has no queue of its own: note its counter move here.
             if let Some(g) = generation {
                 wb.note_generation(Some(g - 1), g);
