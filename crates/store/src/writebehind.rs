@@ -366,21 +366,24 @@ impl Store {
         if wb.watch.as_ref().is_some_and(|w| w.changed()) {
             wb.drop_clean();
         }
-        let (batch, stored): (Vec<(String, Queued)>, HashMap<String, u64>) = {
+        // Request handlers wait for this lock: take copies only, look things up later.
+        let (batch, prints): (Vec<(String, Queued)>, Vec<Option<u64>>) = {
             let q = wb.lock();
-            let batch: Vec<(String, Queued)> = q
-                .dirty
+            q.dirty
                 .iter()
-                .map(|(k, d)| (k.clone(), d.clone()))
-                .collect();
-            let stored = batch
-                .iter()
-                .filter_map(|(k, _)| q.children.get(k).map(|p| (k.clone(), *p)))
-                .collect();
-            (batch, stored)
+                .map(|(k, d)| ((k.clone(), d.clone()), q.children.get(k).copied()))
+                .unzip()
         };
-        let unchanged =
-            |s: &DeviceState| stored.get(&s.sn).is_some_and(|p| *p == children_print(s));
+        let stored: HashMap<&str, u64> = batch
+            .iter()
+            .zip(&prints)
+            .filter_map(|((k, _), p)| p.map(|p| (k.as_str(), p)))
+            .collect();
+        let unchanged = |s: &DeviceState| {
+            stored
+                .get(s.sn.as_str())
+                .is_some_and(|p| *p == children_print(s))
+        };
         let mut written = 0;
         let mut forgotten: Vec<String> = Vec::new();
         // The fingerprints were taken before the first chunk: once a chunk finds that
