@@ -70,6 +70,7 @@ struct Inner {
     vendor_templates: crate::vendor_templates::TemplateCache,
     /// Rendered vendor files (see [`crate::render_cache`]).
     renders: crate::render_cache::RenderCache,
+    identified: crate::identify_memo::IdentifyMemo,
     /// The configuration requests budget (`[server] max_config_requests`).
     config_slots: Arc<tokio::sync::Semaphore>,
     /// Snippet files as last read (see [`crate::ports::ScriptCache`]).
@@ -112,6 +113,7 @@ impl AppState {
                 backup_lock: tokio::sync::Mutex::new(()),
                 vendor_templates: Default::default(),
                 renders: Default::default(),
+                identified: Default::default(),
             }),
         }
     }
@@ -132,6 +134,12 @@ impl AppState {
     pub fn trim_caches(&self) {
         self.store().drop_clean_states();
         self.renders().clear();
+        self.inner.identified.clear();
+    }
+
+    /// Identification and settings of vendor-file requests (see [`crate::identify_memo`]).
+    pub fn identified(&self) -> &crate::identify_memo::IdentifyMemo {
+        &self.inner.identified
     }
 
     /// Rendered vendor files of the current site snapshot.

@@ -38,6 +38,7 @@ pub mod fsutil;
 pub mod fw;
 pub mod hook;
 pub mod httpauth;
+pub mod identify_memo;
 pub mod inventory;
 pub mod listen;
 pub mod master;

@@ -82,40 +82,37 @@ pub async fn handle(app: AppState, req: Request) -> Response {
         Some(m) => load(&app, m).await,
         None => None,
     };
-    let known = stored
-        .as_ref()
-        .filter(|s| s.vendor.is_some())
-        .map(|s| Known {
-            vendor: s.vendor.clone(),
-            model: s.model.clone(),
-        });
-    let identity = match vendors::identify(&dreq, known.as_ref()) {
+    let known = known_of(stored.as_ref());
+    let raw_query = parts.uri.query().unwrap_or("");
+    let identified = match app
+        .identified()
+        .identify(&site, &dreq, raw_query, known.as_ref())
+    {
         Ok(i) => i,
         Err(reason) => {
             tracing::info!(path = %dreq.path, user_agent = %dreq.user_agent, peer = %dreq.peer_ip, %reason, "request not recognised");
             return not_found(&raw_path, &reason.0);
         }
     };
-    if config
-        .vendors
-        .get(identity.vendor)
-        .is_some_and(|v| !v.enabled)
-    {
-        let reason = format!(
-            "vendor {} is disabled ([vendors.{0}] enabled = false)",
-            identity.vendor
-        );
+    let vendor = identified.identity.vendor;
+    if config.vendors.get(vendor).is_some_and(|v| !v.enabled) {
+        let reason = format!("vendor {vendor} is disabled ([vendors.{vendor}] enabled = false)");
         tracing::info!(path = %dreq.path, %reason, "request not answered");
         return not_found(&raw_path, &reason);
     }
     // The file or User-Agent named another device than the hint: use that one's record.
-    if let Some(mac) = identity.mac.as_ref().filter(|m| Some(*m) != hint.as_ref()) {
+    if let Some(mac) = identified
+        .identity
+        .mac
+        .clone()
+        .filter(|m| Some(m) != hint.as_ref())
+    {
         drop(guard.take());
         guard = Some(app.lock_device(mac.as_str()).await);
-        stored = load(&app, mac).await;
+        stored = load(&app, &mac).await;
     }
-
-    let settings = vendors::resolve_for(config, &identity);
+    let identity = &identified.identity;
+    let settings = &identified.settings;
     if let Some((user, password)) = &settings.http_credentials {
         let t = now();
         if !crate::httpauth::check(&parts.headers, parts.method.as_str(), user, password, t) {
@@ -154,7 +151,7 @@ pub async fn handle(app: AppState, req: Request) -> Response {
 
     // Everything the file depends on besides the site snapshot and the template files
     // (which the cache checks itself): see `render_cache.rs`.
-    let key = format!("{identity:?}\u{1}{base_url}\u{1}{firmware:?}");
+    let key = format!("{}\u{1}{base_url}\u{1}{firmware:?}", identified.key);
     let (rendered, problems) = match app.renders().get(&site, &key) {
         Some(hit) => (Ok(hit), Vec::new()),
         None => {
@@ -162,8 +159,8 @@ pub async fn handle(app: AppState, req: Request) -> Response {
             let templates = SiteTemplates::new(site.dir.clone(), app.vendor_templates().clone());
             let out = vendors::render_file(
                 &site.config,
-                &identity,
-                &settings,
+                identity,
+                settings,
                 firmware.as_ref(),
                 &base_url,
                 &templates,
@@ -177,12 +174,12 @@ pub async fn handle(app: AppState, req: Request) -> Response {
             (out, problems)
         }
     };
-    let groups = settings.groups;
+    let groups = settings.groups.clone();
 
     let now = now();
     if config.provisioning.inventory {
         if let Some(mac) = &identity.mac {
-            let state = record(stored, &identity, mac, &dreq.peer_ip, now);
+            let state = record(stored, identity, mac, &dreq.peer_ip, now);
             if let Err(e) = app.store().save_owned(state).await {
                 tracing::error!(sn = %mac, error = %e, "cannot save the device to the inventory");
             }
@@ -237,6 +234,14 @@ pub async fn handle(app: AppState, req: Request) -> Response {
             )
         }
     }
+}
+
+/// What the inventory record says about a device's vendor and model.
+fn known_of(stored: Option<&DeviceState>) -> Option<Known> {
+    stored.filter(|s| s.vendor.is_some()).map(|s| Known {
+        vendor: s.vendor.clone(),
+        model: s.model.clone(),
+    })
 }
 
 async fn load(app: &AppState, mac: &Mac) -> Option<DeviceState> {
