@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// The most messages kept per device (see [`DeviceState::prune_msgs`]).
 pub const MAX_MESSAGES: usize = 200;
+/// How far back [`DeviceState::add_msg`] looks for a text to share.
+const INTERN_WINDOW: usize = 64;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct DeviceState {
@@ -129,10 +131,17 @@ impl DeviceState {
     }
 
     pub fn add_msg(&mut self, msg: &str, now: i64) {
-        self.msgs.push(Message {
-            time: now,
-            msg: msg.into(),
-        });
+        // A poll logs the texts of the poll before: share the text with its last use, so a
+        // log holds a handful of distinct texts however long it is (and writing it out
+        // compares pointers, not strings).
+        let msg = self
+            .msgs
+            .iter()
+            .rev()
+            .take(INTERN_WINDOW)
+            .find(|m| &*m.msg == msg)
+            .map_or_else(|| msg.into(), |m| m.msg.clone());
+        self.msgs.push(Message { time: now, msg });
     }
 
     pub fn set_var_stamp(&mut self, name: &str, now: i64) {
@@ -209,5 +218,24 @@ mod tests {
             st.msgs.last().map(|m| m.time),
             Some(1000 + MAX_MESSAGES as i64 * 2 - 1)
         );
+    }
+
+    #[test]
+    fn repeated_texts_share_one_allocation() {
+        let mut st = DeviceState::new("x", 0);
+        for t in 0..5 {
+            st.add_msg("", t);
+            st.add_msg("CHECK good", t);
+            st.add_msg(&format!("poll {t}"), t);
+        }
+        let texts: Vec<&str> = st.msgs.iter().map(|m| &*m.msg).collect();
+        assert_eq!(&texts[..4], ["", "CHECK good", "poll 0", ""]);
+        let checks: Vec<_> = st.msgs.iter().filter(|m| &*m.msg == "CHECK good").collect();
+        assert_eq!(checks.len(), 5);
+        assert!(checks
+            .iter()
+            .all(|m| std::sync::Arc::ptr_eq(&m.msg, &checks[0].msg)));
+        // Distinct texts stay distinct.
+        assert_eq!(&*st.msgs[14].msg, "poll 4");
     }
 }

@@ -678,7 +678,14 @@ static UPSERT_DEVICES_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::n
         .collect::<Vec<_>>()
         .join(", ");
     let head = UPSERT_DEVICE_HEAD.trim_end().trim_end_matches("VALUES");
-    format!("{head} SELECT {select} FROM json_each(?1) WHERE true{UPSERT_DEVICE_TAIL}")
+    // Each row converted to SQLite's binary JSON once (materialised, so the planner does not
+    // copy `jsonb(value)` into every column): `->>` on binary JSON finds the element in
+    // place, where on text it parses the whole row again, the message log included, once
+    // per column.
+    format!(
+        "WITH r(value) AS MATERIALIZED (SELECT jsonb(value) FROM json_each(?1)) \
+         {head} SELECT {select} FROM r WHERE true{UPSERT_DEVICE_TAIL}"
+    )
 });
 
 /// `states` as the JSON rows of [`UPSERT_DEVICES_JSON`]: the values [`bind_device`] binds,
@@ -752,7 +759,11 @@ fn messages_to_json(msgs: &[Message]) -> String {
     for (n, m) in msgs.iter().enumerate() {
         let text: &str = &m.msg;
         let found = if texts.len() <= SCAN {
-            texts.iter().position(|t| *t == text)
+            // Texts are mostly shared (`DeviceState::add_msg`): the same pointer first.
+            texts
+                .iter()
+                .position(|t| std::ptr::eq(*t, text))
+                .or_else(|| texts.iter().position(|t| *t == text))
         } else {
             if index.is_empty() {
                 index.extend(texts.iter().enumerate().map(|(i, t)| (*t, i)));
