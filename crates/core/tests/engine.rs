@@ -67,7 +67,7 @@ fn with_script(mut m: Mem, name: &str, text: &str) -> Mem {
         name.to_string(),
         ScriptFile {
             mtime: NOW - 3600,
-            content: Ok(text.to_string()),
+            content: Ok(text.into()),
         },
     );
     m

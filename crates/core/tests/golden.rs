@@ -60,7 +60,7 @@ fn golden(name: &str) -> String {
 fn script(text: &str) -> ScriptFile {
     ScriptFile {
         mtime: NOW - AGE,
-        content: Ok(text.to_string()),
+        content: Ok(text.into()),
     }
 }
 

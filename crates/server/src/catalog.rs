@@ -238,9 +238,11 @@ impl Firmware {
         Ok(Some(state))
     }
 
-    /// [`Firmware::report_version`] for the request path: a report identical to one this
-    /// process checked less than [`REPORT_MEMO`] seconds ago (and no download of the device
-    /// since) is known to change nothing and costs no database read. A change made meanwhile
+    /// [`Firmware::report_version`] for the request path, without waiting for the database:
+    /// the report goes to [`Store::firmware_report`] (queued with the device states, written
+    /// by the next batch; readers of firmware records flush first). A report identical to one
+    /// this process handed over less than [`REPORT_MEMO`] seconds ago (and no download of the
+    /// device since) is known to change nothing and is not even queued. A change made meanwhile
     /// by another process (a replica recording a download, the CLI) is therefore noticed up to
     /// that much later, well within the [`REPORT_REFRESH`] the stored report may lag anyway.
     pub async fn note_report(
@@ -266,8 +268,20 @@ impl Firmware {
                 return Ok(());
             }
         }
-        self.report_version(store, device, vendor, model, groups, version)
-            .await?;
+        // Queued with the device states (written at once without write-behind).
+        let report = autoprov_store::FirmwareReport {
+            device: key.clone(),
+            vendor: vendor.to_string(),
+            model: model.to_string(),
+            groups: groups.to_vec(),
+            version: version.to_string(),
+            at_target: self
+                .catalog
+                .is_target_version(vendor, model, groups, version),
+            time: now,
+            refresh_after: REPORT_REFRESH,
+        };
+        store.firmware_report(report).await?;
         let mut m = self.memo();
         if m.len() >= REPORT_MEMO_MAX {
             m.clear();

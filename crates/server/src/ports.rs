@@ -89,7 +89,17 @@ struct CacheInner {
     /// no event was drained since before the read began: otherwise the event that should
     /// have dropped it may already have been consumed.
     generation: u64,
+    /// Answers by the path the engine asked for, each vouched for by inotify alone (the
+    /// listing and the file watched), for the site directory `memo_site` and as long as
+    /// `generation` is `memo_generation`: a warm request answers a name with one hash
+    /// lookup, without joining, splitting or hashing paths.
+    memo: HashMap<Box<str>, Option<ScriptFile>>,
+    memo_site: PathBuf,
+    memo_generation: u64,
 }
+
+/// Answers [`CacheInner::memo`] keeps at most (it is emptied when full).
+const MEMO_CAPACITY: usize = 16_384;
 
 struct Listing {
     check: DirCheck,
@@ -205,6 +215,9 @@ impl ScriptCache {
             files: HashMap::new(),
             watches,
             generation: 0,
+            memo: HashMap::new(),
+            memo_site: PathBuf::new(),
+            memo_generation: 0,
         })))
     }
 
@@ -233,15 +246,52 @@ impl ScriptCache {
 
     /// [`read_script`] through the cache, as of the last [`Self::refresh`] (or later).
     pub fn read_refreshed(&self, site: &Site, rel: &str) -> Option<ScriptFile> {
-        let path = site.path(rel)?;
+        let generation = {
+            let mut inner = self.lock();
+            if inner.memo_generation != inner.generation || inner.memo_site != site.dir {
+                inner.memo.clear();
+                inner.memo_generation = inner.generation;
+                if inner.memo_site != site.dir {
+                    inner.memo_site = site.dir.clone();
+                }
+            }
+            if let Some(hit) = inner.memo.get(rel) {
+                return hit.clone();
+            }
+            inner.generation
+        };
+        let (answer, vouched) = self.read_unmemoised(site, rel);
+        if vouched {
+            let mut inner = self.lock();
+            // No event drained since the read began (which might concern what it saw).
+            if inner.generation == generation
+                && inner.memo_generation == generation
+                && inner.memo_site == site.dir
+            {
+                if inner.memo.len() >= MEMO_CAPACITY {
+                    inner.memo.clear();
+                }
+                inner.memo.insert(rel.into(), answer.clone());
+            }
+        }
+        answer
+    }
+
+    /// [`Self::read_refreshed`] without the memo; `true` when inotify vouches for the answer
+    /// (see [`CacheInner::memo`]).
+    fn read_unmemoised(&self, site: &Site, rel: &str) -> (Option<ScriptFile>, bool) {
+        let Some(path) = site.path(rel) else {
+            // Refused by its spelling alone: always the same answer.
+            return (None, true);
+        };
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return read_script(site, rel);
+            return (read_script(site, rel), false);
         };
         let Some((names, watched)) = self.listing(&site.dir, dir) else {
-            return read_script(site, rel);
+            return (read_script(site, rel), false);
         };
         if !names.all.contains(name) {
-            return None;
+            return (None, watched);
         }
         if watched && !names.linked.contains(name) {
             let generation = {
@@ -250,7 +300,7 @@ impl ScriptCache {
                     Some(CachedFile {
                         check: FileCheck::Watched,
                         file,
-                    }) => return Some(file.clone()),
+                    }) => return (Some(file.clone()), true),
                     // more than one hard link: validated by stat, below
                     Some(CachedFile {
                         check: FileCheck::Stat(..),
@@ -260,7 +310,10 @@ impl ScriptCache {
                 }
             };
             if let Some(generation) = generation {
-                let (file, meta) = read_script_meta(&path)?;
+                let Some((file, meta)) = read_script_meta(&path) else {
+                    return (None, false);
+                };
+                let mut vouched = false;
                 if let (Ok(_), Some(meta)) = (&file.content, meta) {
                     let check = if std::os::unix::fs::MetadataExt::nlink(&meta) == 1 {
                         Some(FileCheck::Watched)
@@ -273,15 +326,16 @@ impl ScriptCache {
                     if let Some(check) = check {
                         let mut inner = self.lock();
                         if inner.generation == generation {
+                            vouched = matches!(check, FileCheck::Watched);
                             let file = file.clone();
                             inner.files.insert(path, CachedFile { check, file });
                         }
                     }
                 }
-                return Some(file);
+                return (Some(file), vouched);
             }
         }
-        self.read_stat_validated(site, rel, path)
+        (self.read_stat_validated(site, rel, path), false)
     }
 
     /// A file validated by its mtime and size.
@@ -771,7 +825,7 @@ fn read_script_meta(path: &Path) -> Option<(ScriptFile, Option<std::fs::Metadata
     }
     // Bytes as they are (ISO-8859-1 view): the device gets exactly the file's bytes.
     let content = std::fs::read(path)
-        .map(|b| latin1_decode(&b))
+        .map(|b| latin1_decode(&b).into())
         .map_err(|e| e.to_string());
     let meta = (content.is_ok() && meta.is_file()).then_some(meta);
     Some((ScriptFile { mtime, content }, meta))
@@ -890,10 +944,14 @@ mod tests {
         std::fs::write(t.path().join("scripts/a.txt"), "config add X\r\n").unwrap();
         std::fs::write(t.path().join("scripts/l1.txt"), [b'n', 0xe4, b'\n']).unwrap();
         let a = read_script(&s, "scripts/a.txt").unwrap();
-        assert_eq!(a.content.unwrap(), "config add X\r\n");
+        assert_eq!(a.content.unwrap().to_string(), "config add X\r\n");
         assert!(a.mtime > 0);
         assert_eq!(
-            read_script(&s, "scripts/l1.txt").unwrap().content.unwrap(),
+            read_script(&s, "scripts/l1.txt")
+                .unwrap()
+                .content
+                .unwrap()
+                .to_string(),
             "nä\n"
         );
         assert!(read_script(&s, "scripts/none.txt").is_none());
@@ -945,7 +1003,7 @@ mod tests {
                 .set_modified(SystemTime::now() - Duration::from_secs(secs))
                 .unwrap();
         };
-        let read = |rel: &str| cache.read(&s, rel).map(|f| f.content.unwrap());
+        let read = |rel: &str| cache.read(&s, rel).map(|f| f.content.unwrap().to_string());
         std::fs::write(dir.join("a.txt"), "one\n").unwrap();
         age(&dir.join("a.txt"), 60);
         assert_eq!(read("scripts/a.txt").as_deref(), Some("one\n"));
@@ -1005,7 +1063,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let a = dir.join("a.txt");
         let cache = ScriptCache::default();
-        let read = |rel: &str| cache.read_refreshed(&s, rel).map(|f| f.content.unwrap());
+        let read = |rel: &str| {
+            cache
+                .read_refreshed(&s, rel)
+                .map(|f| f.content.unwrap().to_string())
+        };
         std::fs::write(&a, "one\n").unwrap();
         cache.refresh();
         assert_eq!(read("scripts/a.txt").as_deref(), Some("one\n"));
@@ -1041,7 +1103,13 @@ mod tests {
         let ports = || {
             SitePorts::standalone(s.clone(), rt.handle().clone()).with_script_cache(cache.clone())
         };
-        let content = |p: &mut SitePorts| p.script("scripts/a.txt").unwrap().content.unwrap();
+        let content = |p: &mut SitePorts| {
+            p.script("scripts/a.txt")
+                .unwrap()
+                .content
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(content(&mut ports()), "TWO\n");
         std::fs::write(&a, "3rd\n").unwrap();
         assert_eq!(content(&mut ports()), "3rd\n");
@@ -1060,7 +1128,9 @@ mod tests {
         let cache = ScriptCache::default();
         let read = |rel: &str| {
             cache.refresh();
-            cache.read_refreshed(&s, rel).map(|f| f.content.unwrap())
+            cache
+                .read_refreshed(&s, rel)
+                .map(|f| f.content.unwrap().to_string())
         };
         assert_eq!(read("scripts/a.txt").as_deref(), Some("one\n"));
         assert_eq!(read("scripts/b.txt"), None);
@@ -1119,7 +1189,11 @@ mod tests {
             let mut got = Vec::new();
             for _ in 0..3 {
                 for f in files {
-                    got.push(cache.read_refreshed(&s, f).map(|f| f.content.unwrap()));
+                    got.push(
+                        cache
+                            .read_refreshed(&s, f)
+                            .map(|f| f.content.unwrap().to_string()),
+                    );
                 }
             }
             got
@@ -1164,7 +1238,7 @@ mod tests {
             cache.refresh();
             cache
                 .read_refreshed(&s, "scripts/a.txt")
-                .map(|f| f.content.unwrap())
+                .map(|f| f.content.unwrap().to_string())
         };
         assert_eq!(read(&cache).as_deref(), Some("one\n"));
         stats();
@@ -1243,7 +1317,7 @@ mod tests {
             std::fs::write(&a, &want).unwrap();
             cache.refresh();
             let got = cache.read_refreshed(&s, "scripts/a.txt").unwrap();
-            assert_eq!(got.content.unwrap(), want);
+            assert_eq!(got.content.unwrap().to_string(), want);
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for r in readers {

@@ -47,6 +47,7 @@ use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Tr
 
 pub use audit::AuditEntry;
 pub use error::{Result, StoreError};
+pub use firmware::FirmwareReport;
 pub use lock::DeviceLock;
 pub use sessions::AdminSession;
 pub use users::AdminUser;

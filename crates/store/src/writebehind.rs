@@ -76,6 +76,8 @@ pub(crate) struct Queues {
     /// change counter unmoved: a batch then skips the child rows of devices whose children
     /// did not change (a steady poll changes its device row and message log only).
     children: HashMap<String, u64>,
+    /// Firmware version reports waiting to be written, in arrival order.
+    reports: Vec<crate::FirmwareReport>,
 }
 
 impl Queues {
@@ -257,6 +259,18 @@ impl WriteBehind {
         q.dirty.len()
     }
 
+    /// Queue a firmware version report. Returns the number queued.
+    pub(crate) fn put_report(&self, report: crate::FirmwareReport) -> usize {
+        let mut q = self.lock();
+        q.reports.push(report);
+        q.reports.len()
+    }
+
+    /// Whether firmware version reports wait to be written.
+    pub(crate) fn reports_pending(&self) -> bool {
+        !self.lock().reports.is_empty()
+    }
+
     /// Forget the queued state and clean copy of `sn` (the device is being deleted or
     /// changed directly in the database).
     pub(crate) fn forget(&self, sn: &str) {
@@ -384,6 +398,22 @@ impl Store {
                 .get(s.sn.as_str())
                 .is_some_and(|p| *p == children_print(s))
         };
+        let reports = std::mem::take(&mut wb.lock().reports);
+        if !reports.is_empty() {
+            let wrote = async {
+                let mut tx = self.begin_write().await?;
+                self.apply_reports(&mut tx, &reports).await?;
+                tx.commit().await.map_err(|e| self.err(e))
+            }
+            .await;
+            if let Err(e) = wrote {
+                // Kept, ahead of the reports that arrived meanwhile, for the next try.
+                let mut q = wb.lock();
+                let newer = std::mem::replace(&mut q.reports, reports);
+                q.reports.extend(newer);
+                return Err(e);
+            }
+        }
         let mut written = 0;
         let mut forgotten: Vec<String> = Vec::new();
         // The fingerprints were taken before the first chunk: once a chunk finds that

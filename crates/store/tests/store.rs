@@ -10,7 +10,7 @@ use std::time::Duration;
 use autoprov_core::state::{
     BootState, DeliveredScript, DeviceInfo, DeviceState, FirmwareState, Message, QueryResult,
 };
-use autoprov_store::{Store, StoreError, StoreOptions};
+use autoprov_store::{FirmwareReport, Store, StoreError, StoreOptions};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
@@ -892,4 +892,73 @@ async fn a_device_forgotten_by_another_process_is_not_written_back() {
     server.save(&fresh).await.unwrap();
     server.flush().await.unwrap();
     assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&fresh));
+}
+
+/// Firmware version reports from the request path are queued with the device states: nothing
+/// is written until a batch (another process sees nothing yet), every reader of firmware
+/// records in this process flushes first, several reports of one device apply in order, and
+/// an unchanged report refreshes `reported_at` only after `refresh_after` seconds.
+#[tokio::test]
+async fn firmware_reports_are_queued_and_seen_by_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_secs(3600)).await;
+    let report = |device: &str, version: &str, time: i64| FirmwareReport {
+        device: device.into(),
+        vendor: "snom".into(),
+        model: "D785".into(),
+        groups: vec!["lab".into()],
+        version: version.into(),
+        at_target: version == "2.0",
+        time,
+        refresh_after: 300,
+    };
+    server
+        .firmware_report(report("a", "1.0", 100))
+        .await
+        .unwrap();
+    server
+        .firmware_report(report("b", "1.0", 100))
+        .await
+        .unwrap();
+    server
+        .firmware_report(report("a", "2.0", 101))
+        .await
+        .unwrap();
+    assert_eq!(cli.firmware_progress("a").await.unwrap(), None);
+    assert!(cli.firmware_progress_all().await.unwrap().is_empty());
+
+    let a = server.firmware_progress("a").await.unwrap().unwrap();
+    assert_eq!(a.reported_version.as_deref(), Some("2.0"));
+    assert_eq!(a.reported_at, Some(101));
+    assert_eq!(a.done_at, Some(101));
+    assert_eq!(a.groups, ["lab"]);
+    assert_eq!(cli.firmware_progress_all().await.unwrap().len(), 2);
+
+    // the same report again within refresh_after: nothing to write
+    server
+        .firmware_report(report("a", "2.0", 200))
+        .await
+        .unwrap();
+    server.flush().await.unwrap();
+    let a = cli.firmware_progress("a").await.unwrap().unwrap();
+    assert_eq!((a.reported_at, a.done_at), (Some(101), Some(101)));
+    // later: reported_at refreshed, done_at kept
+    server
+        .firmware_report(report("a", "2.0", 500))
+        .await
+        .unwrap();
+    let all = server.firmware_progress_all().await.unwrap();
+    let a = all.iter().find(|p| p.device == "a").unwrap();
+    assert_eq!((a.reported_at, a.done_at), (Some(500), Some(101)));
+    // a read-modify-write (a download) sees the queued report first
+    server
+        .firmware_report(report("b", "1.1", 600))
+        .await
+        .unwrap();
+    let (b, seen) = server
+        .firmware_update("b", |p| p.reported_version.clone())
+        .await
+        .unwrap();
+    assert_eq!(seen.as_deref(), Some("1.1"));
+    assert_eq!(b.reported_at, Some(600));
 }

@@ -109,8 +109,9 @@ pub struct ClientCert {
 pub struct ScriptFile {
     /// Modification time (epoch seconds).
     pub mtime: i64,
-    /// The content, or why it could not be read (the file exists but is unreadable).
-    pub content: Result<String, String>,
+    /// The content, or why it could not be read (the file exists but is unreadable). Shared:
+    /// a cached snippet is handed to every request without copying it.
+    pub content: Result<std::sync::Arc<str>, String>,
 }
 
 /// Result of asking for the master device's builds.
@@ -126,7 +127,7 @@ impl Default for ScriptFile {
     fn default() -> Self {
         ScriptFile {
             mtime: 0,
-            content: Ok(String::new()),
+            content: Ok("".into()),
         }
     }
 }
