@@ -578,9 +578,9 @@ http {{
                 storm["peak_mib"] = autoprov.peak_kib() / 1024
         # Idle memory with every device the run created known: the target is
         # 50 MB + 1.5 KB per known device. Anonymous memory is what the process owns; the
-        # file-backed part is the SQLite memory map (page cache, reclaimable). Read right
-        # after the load (caches full) and after 15 s of quiet (the server drops its
-        # speed-only caches and hands freed memory back after 5-10 s without requests).
+        # file-backed part is the SQLite memory map (page cache, reclaimable). Read 3 s after
+        # the load and again 15 s later (the server drops its speed-only caches and hands
+        # freed memory back after 1-2 s without requests).
         import sqlite3
         with sqlite3.connect(f"file:{os.path.join(site, 'autoprov.db')}?mode=ro", uri=True) as db:
             known = db.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
@@ -637,7 +637,7 @@ http {{
     if idle:
         print(f"\nIDLE: {idle['known']} known devices; target 50 MB + 1.5 KB per device = "
               f"{idle['budget_mib']:.0f} MiB")
-        for label, what in (("busy", "3 s after the last request, caches full"),
+        for label, what in (("busy", "3 s after the last request"),
                             ("quiet", "after 18 s without requests")):
             m = idle[label]
             print(f"  {what}: RSS {m['rss_mib']:.0f} MiB = {m['anon_mib']:.0f} MiB anonymous + "

@@ -353,14 +353,16 @@ fn purge_delay(ms: std::ffi::c_long) {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
-/// Once the server has been quiet for a few seconds, drop what is kept only for speed
+/// Once the server has been quiet for a second or two, drop what is kept only for speed
 /// ([`autoprov_server::AppState::trim_caches`]) and give memory the allocator keeps for later
 /// back to the system. mimalloc returns freed pages lazily, on later allocations by the
 /// thread that owns them, so the peak of a burst (a boot storm) would otherwise stay
-/// resident while the server is idle. Each collection runs on the runtime's threads (as
+/// resident while the server is idle; the C library's malloc (SQLite's) is trimmed too. Each collection runs on the runtime's threads (as
 /// tasks), since a thread can only collect its own heap.
 fn release_memory_when_quiet(state: autoprov_server::AppState) {
-    const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    // 1-2 s without a request: the caches only pay off under sustained load (a fleet that
+    // keeps polling is never quiet that long), and an idle server should be small.
+    const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("autoprov-release".into())
@@ -393,6 +395,13 @@ fn release_memory_when_quiet(state: autoprov_server::AppState) {
                 }
                 // SAFETY: as above.
                 unsafe { libmimalloc_sys::mi_collect(true) };
+                // SQLite (page caches, bound batch texts of a MiB or more) allocates through
+                // the C library's malloc, whose arenas keep freed memory for reuse.
+                #[cfg(target_env = "gnu")]
+                // SAFETY: plain call into the C allocator; no pointers are passed.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
             }
         });
     if let Err(e) = spawned {
