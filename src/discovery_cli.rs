@@ -102,7 +102,7 @@ pub async fn notify(a: NotifyArgs, load_site: impl Fn(&Path) -> Result<Site>) ->
         rate: a.rate,
     };
     let started = std::time::Instant::now();
-    let reports = notify::run(&site, &store, &req, |r| {
+    let reports = notify::run(&site, &store, None, &req, |r| {
         println!(
             "{:<20} {:<22} {:<24} {}",
             r.sn.as_deref().unwrap_or("-"),

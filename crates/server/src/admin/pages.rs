@@ -456,7 +456,7 @@ pub async fn resync(State(app): State<AppState>, Path(sn): Path<String>, req: Re
         Ok(x) => x,
         Err(r) => return r,
     };
-    match service::resync_device(&app.site(), app.store(), &sn).await {
+    match service::resync_device(&app, &sn).await {
         Ok(outcome) => {
             auth::audit(&app, &op.user, "resync", &sn, &outcome).await;
             redirect(&format!("/admin/devices/{}", enc(&sn)))

@@ -305,7 +305,7 @@ pub async fn forget_device(store: &Store, sn: &str) -> Result<(), ServiceError> 
 
 /// Ask the phone `sn` to re-read its configuration now (SIP NOTIFY check-sync, via
 /// [`crate::sip::notify`]); the outcome is also recorded in the device's messages.
-pub async fn resync_device(site: &Site, store: &Store, sn: &str) -> Result<String, ServiceError> {
+pub async fn resync_device(app: &crate::AppState, sn: &str) -> Result<String, ServiceError> {
     use crate::sip::notify::{self, NotifyError, NotifyRequest, Selection};
     let req = NotifyRequest {
         selection: Selection::Device(sn.to_string()),
@@ -314,7 +314,7 @@ pub async fn resync_device(site: &Site, store: &Store, sn: &str) -> Result<Strin
         action: autoprov_core::discovery::NotifyAction::CheckSync,
         rate: None,
     };
-    match notify::run(site, store, &req, |_| {}).await {
+    match notify::run(&app.site(), app.store(), Some(app), &req, |_| {}).await {
         Ok(reports) => Ok(reports
             .iter()
             .map(|r| r.outcome.to_string())

@@ -332,7 +332,7 @@ async fn preview(State(app): State<AppState>, Path(sn): Path<String>, req: Reque
 /// POST /api/v1/devices/{sn}/resync
 async fn resync(State(app): State<AppState>, Path(sn): Path<String>, req: Request) -> Response {
     let op = caller!(app, req);
-    match service::resync_device(&app.site(), app.store(), &sn).await {
+    match service::resync_device(&app, &sn).await {
         Ok(outcome) => {
             auth::audit(&app, &op.user, "resync", &sn, &outcome).await;
             json(StatusCode::OK, &serde_json::json!({ "outcome": outcome }))

@@ -196,6 +196,7 @@ async fn find_device(store: &Store, key: &str) -> Result<Option<DeviceState>, No
 pub async fn run(
     site: &Site,
     store: &Store,
+    app: Option<&crate::AppState>,
     req: &NotifyRequest,
     mut progress: impl FnMut(&Report),
 ) -> Result<Vec<Report>, NotifyError> {
@@ -255,7 +256,7 @@ pub async fn run(
     let logkeep = site.config.status.logkeep.min(i64::MAX as u64) as i64;
     let record = |r: Report| async {
         if let Some(sn) = r.sn.as_ref().filter(|sn| known.contains(*sn)) {
-            record_outcome(store, sn, &r, req.action, logkeep).await?;
+            record_outcome(store, app, sn, &r, req.action, logkeep).await?;
         }
         Ok::<Report, NotifyError>(r)
     };
@@ -300,14 +301,21 @@ pub async fn run(
     Ok(reports)
 }
 
-/// Add the outcome of a NOTIFY to a device's messages.
+/// Add the outcome of a NOTIFY to a device's messages, holding the device's lock like a
+/// request does (the server's, when `app` is the server; else the store's cross-replica
+/// lock), so a poll of the same device in between cannot write its older state over it.
 async fn record_outcome(
     store: &Store,
+    app: Option<&crate::AppState>,
     sn: &str,
     r: &Report,
     action: NotifyAction,
     logkeep: i64,
 ) -> Result<(), NotifyError> {
+    let _held = match app {
+        Some(app) => (Some(app.lock_device(sn).await), None),
+        None => (None, Some(store.lock_device(sn).await?)),
+    };
     let Some(mut st) = store.load(sn).await? else {
         return Ok(());
     };
