@@ -19,6 +19,8 @@ Scenarios
          nginx its own ETag of the same bytes), keep-alive
   R5     first contact of never-seen devices (identify, plan, record state) vs nginx static
   R6     a 50 MB firmware file, 200 concurrent downloads
+  FLOOR  what the HTTP edge alone costs: a path nobody serves (404 from both), keep-alive; the
+         ratio is the ceiling any scenario of a server built this way can reach on this machine
   STORM  boot storm against autoprov alone: 100k never-seen devices (half innovaphone, half
          Yealink) arriving evenly within 60 s, open loop (bench/storm.py); served within 120 s?
 
@@ -394,8 +396,8 @@ def main():
     ap.add_argument("--duration", type=int, help="seconds per wrk run (default 10, quick 3)")
     ap.add_argument("--devices", type=int, help="distinct devices per scenario (default 10000, quick 1000)")
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--only", "--scenarios", dest="only", default="R1,R2,R3,R4,R5,R6,STORM",
-                    help="comma-separated subset of R1,R2,R3,R4,R5,R6,STORM")
+    ap.add_argument("--only", "--scenarios", dest="only", default="R1,R2,R3,R4,R5,R6,FLOOR,STORM",
+                    help="comma-separated subset of R1,R2,R3,R4,R5,R6,FLOOR,STORM")
     ap.add_argument("--quick", action="store_true", help="short runs, fewer devices, a smaller storm")
     ap.add_argument("--storm-devices", type=int, help="default 100000 (quick 20000)")
     ap.add_argument("--storm-window", type=float, help="arrival window in s (default 60, quick 12)")
@@ -410,7 +412,7 @@ def main():
     a.storm_window = a.storm_window or (12 if q else 60)
     a.storm_deadline = a.storm_deadline or (24 if q else 120)
     scenarios = [x.strip().upper() for x in a.only.split(",") if x.strip()]
-    unknown = set(scenarios) - {"R1", "R2", "R3", "R4", "R5", "R6", "STORM"}
+    unknown = set(scenarios) - {"R1", "R2", "R3", "R4", "R5", "R6", "FLOOR", "STORM"}
     if unknown:
         sys.exit(f"bench: unknown scenario(s) {', '.join(sorted(unknown))}")
     need("nginx", "nginx-light")
@@ -475,6 +477,7 @@ def main():
                              [f"/update.php?type=IP232&sn={sn(i)}&hwid=IP232-x&ip=10.9.9.9"
                               for i in range(a.devices, a.devices + 200000)]),
         "fw": write_lines(os.path.join(work, "fw.paths"), ["/fw/137640/ip232.bin"]),
+        "none": write_lines(os.path.join(work, "none.paths"), ["/no/such/file.txt"]),
     }
 
     ng_port, ng_tls = free_port(), free_port()
@@ -557,6 +560,13 @@ http {{
             elif sc == "R5":
                 results[sc] = (measure(autoprov, lambda: wrk(apu, files["fresh"], d, c)),
                                measure(nginx, lambda: wrk(ngu, files["ng"], d, c)))
+            elif sc == "FLOOR":
+                results[sc] = (measure(autoprov, lambda: wrk(apu, files["none"], d, c, count=True)),
+                               measure(nginx, lambda: wrk(ngu, files["none"], d, c, count=True)))
+                notes.append(f"FLOOR: statuses autoprov {results[sc][0].get('status')}, "
+                             f"nginx {results[sc][1].get('status')} (404 by design, not errors)")
+                for r in results[sc]:
+                    r["non2xx"] = 0
             elif sc == "R6":
                 dd = max(d, 10)
                 # 200 x 50 MiB take longer than wrk's default 2 s timeout

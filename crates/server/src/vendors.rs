@@ -299,13 +299,14 @@ fn entity_tag(body: &[u8]) -> String {
 fn ok(r: Arc<Entry>, request_headers: &axum::http::HeaderMap) -> Response {
     let etag = r.etag.as_str();
     let etag_value = HeaderValue::from_str(etag).expect("hex digits are a valid header value");
-    let mut conditional = axum::http::HeaderMap::new();
-    for v in request_headers.get_all(header::IF_NONE_MATCH) {
-        conditional.append(header::IF_NONE_MATCH, v.clone());
-    }
-    if !conditional.is_empty()
-        && crate::catalog::transfer::evaluate(&conditional, etag, 0)
-            == crate::catalog::transfer::Precondition::NotModified
+    let if_none_match: Vec<&str> = request_headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    // Weak comparison, as RFC 9110 §13.1.2 asks for If-None-Match.
+    if !if_none_match.is_empty()
+        && crate::catalog::transfer::tag_list_matches(&if_none_match, etag, true)
     {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
     }

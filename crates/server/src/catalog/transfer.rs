@@ -197,7 +197,7 @@ pub fn evaluate(headers: &HeaderMap, etag: &str, modified: i64) -> Precondition 
 
 /// Whether a list of entity tags (`*` or `"a", W/"b"` over one or more header lines) contains
 /// `etag`. `weak` selects the weak comparison (`W/` prefixes ignored) used by `If-None-Match`.
-fn tag_list_matches(lines: &[&str], etag: &str, weak: bool) -> bool {
+pub(crate) fn tag_list_matches(lines: &[&str], etag: &str, weak: bool) -> bool {
     for line in lines {
         let mut rest = line.trim();
         if rest == "*" {
