@@ -363,24 +363,28 @@ fn release_memory_when_quiet(state: autoprov_server::AppState) {
     // 1-2 s without a request: the caches only pay off under sustained load (a fleet that
     // keeps polling is never quiet that long), and an idle server should be small.
     const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    const RELEASE_AGAIN: u32 = 10;
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("autoprov-release".into())
         .spawn(move || {
             let mut seen = u64::MAX;
-            let mut released = false;
+            let mut quiet_looks = 0u32;
             loop {
                 std::thread::sleep(LOOK_EVERY);
                 let now = state.activity();
                 if now != seen {
                     seen = now;
-                    released = false;
+                    quiet_looks = 0;
                     continue;
                 }
-                if released {
+                quiet_looks = quiet_looks.saturating_add(1);
+                // At once, and again every RELEASE_AGAIN looks while quiet: the server's own
+                // periodic work (the inventory's reconciliation reads every device, expiry)
+                // allocates too.
+                if quiet_looks != 1 && quiet_looks % RELEASE_AGAIN != 0 {
                     continue;
                 }
-                released = true;
                 state.trim_caches();
                 for _ in 0..16 {
                     runtime.spawn(async {

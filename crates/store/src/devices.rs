@@ -409,6 +409,7 @@ impl Store {
                     "{UPSERT_DEVICE_HEAD}{}{UPSERT_DEVICE_TAIL}",
                     values_sql(mark, DEVICE_BINDS, chunk.len())
                 );
+                // At most 3 devices per statement (MAX_BINDS): few lengths, cached.
                 let mut q = sqlx::query(&sql);
                 for s in chunk {
                     q = bind_device(q, s);
@@ -432,7 +433,9 @@ impl Store {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                let mut q = sqlx::query(&sql);
+                // One statement per list length: not kept in the connection's statement
+                // cache, which would fill with a prepared statement for every batch size.
+                let mut q = sqlx::query(&sql).persistent(false);
                 for s in &chunk {
                     q = q.bind(nf(&s.sn));
                 }
