@@ -382,7 +382,7 @@ fn release_memory_when_quiet(state: autoprov_server::AppState) {
                 // At once, and again every RELEASE_AGAIN looks while quiet: the server's own
                 // periodic work (the inventory's reconciliation reads every device, expiry)
                 // allocates too.
-                if quiet_looks != 1 && quiet_looks % RELEASE_AGAIN != 0 {
+                if quiet_looks != 1 && !quiet_looks.is_multiple_of(RELEASE_AGAIN) {
                     continue;
                 }
                 state.trim_caches();
