@@ -179,8 +179,16 @@ pub async fn handle(app: AppState, req: Request) -> Response {
     let now = now();
     if config.provisioning.inventory {
         if let Some(mac) = &identity.mac {
+            let seen_only = stored
+                .as_ref()
+                .is_some_and(|s| records_only_seen(s, identity, &dreq.peer_ip));
             let state = record(stored, identity, mac, &dreq.peer_ip, now);
-            if let Err(e) = app.store().save_owned(state).await {
+            let saved = if seen_only {
+                app.store().save_seen(state).await
+            } else {
+                app.store().save_owned(state).await
+            };
+            if let Err(e) = saved {
                 tracing::error!(sn = %mac, error = %e, "cannot save the device to the inventory");
             }
         }
@@ -280,6 +288,16 @@ fn record(
     s
 }
 
+/// Whether [`record`] would change nothing in `s` but the last contact (`seen`): the steady
+/// poll of a known phone.
+fn records_only_seen(s: &DeviceState, id: &Identity, ip: &str) -> bool {
+    s.first_seen.is_some()
+        && s.vendor.as_deref() == Some(id.vendor)
+        && (id.model.is_none() || (s.model == id.model && s.device.device_type == id.model))
+        && (id.firmware.is_none() || s.firmware.build == id.firmware)
+        && s.device.ip.as_deref() == Some(ip)
+}
+
 /// The strong entity tag of a rendered body: the first 128 bits of its SHA-256, quoted.
 fn entity_tag(body: &[u8]) -> String {
     use sha2::{Digest, Sha256};
@@ -350,4 +368,64 @@ fn with_problems(mut resp: Response, problems: &[String]) -> Response {
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `records_only_seen` predicts exactly whether `record` changes more than `seen`.
+    #[test]
+    fn only_seen_matches_what_record_changes() {
+        let request = |ua: &str| DeviceRequest {
+            path: "/001565aabbcc.cfg".into(),
+            query: Vec::new(),
+            user_agent: ua.into(),
+            peer_ip: "10.0.0.1".into(),
+            client_cn: None,
+        };
+        let full = vendors::identify(
+            &request("Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc"),
+            None,
+        )
+        .unwrap();
+        let bare = vendors::identify(&request(""), None).unwrap();
+        assert!(full.model.is_some() && full.firmware.is_some());
+        assert!(bare.model.is_none() && bare.firmware.is_none());
+        let mac = full.mac.clone().unwrap();
+        let steady = record(None, &full, &mac, "10.0.0.1", 100);
+        let mut variants = vec![steady.clone(), DeviceState::new(mac.as_str(), 50)];
+        let mut v = steady.clone();
+        v.device.ip = Some("10.0.0.9".into());
+        variants.push(v);
+        let mut v = steady.clone();
+        v.model = Some("T48S".into());
+        variants.push(v);
+        let mut v = steady.clone();
+        v.device.device_type = None;
+        variants.push(v);
+        let mut v = steady.clone();
+        v.firmware.build = Some("66.86.0.1".into());
+        variants.push(v);
+        let mut v = steady.clone();
+        v.vendor = Some("snom".into());
+        variants.push(v);
+        let mut v = steady.clone();
+        v.first_seen = None;
+        variants.push(v);
+        let mut predicted_true = 0;
+        for s in &variants {
+            for id in [&full, &bare] {
+                for ip in ["10.0.0.1", "10.0.0.2"] {
+                    let predicted = records_only_seen(s, id, ip);
+                    let mut after = record(Some(s.clone()), id, &mac, ip, 200);
+                    assert_eq!(after.seen, 200);
+                    after.seen = s.seen;
+                    assert_eq!(predicted, after == *s, "{s:?} {id:?} {ip}");
+                    predicted_true += usize::from(predicted);
+                }
+            }
+        }
+        assert!(predicted_true >= 2, "the steady poll is recognised");
+    }
 }

@@ -160,6 +160,21 @@ impl Store {
         self.write_states(&[&state], None).await.map(drop)
     }
 
+    /// Save a state that differs from the one loaded under the device's lock (the caller
+    /// holds it from load to here) in `seen` only: with write-behind the batch then updates
+    /// that column alone and the inventory index is only touched; otherwise as
+    /// [`Store::save_owned`].
+    pub async fn save_seen(&self, state: DeviceState) -> Result<()> {
+        let Some(wb) = &self.wb else {
+            return self.save_owned(state).await;
+        };
+        self.notify(|o| o.touched(&state.sn, state.seen));
+        if wb.put_seen(state) > crate::writebehind::MAX_QUEUED {
+            self.flush_with(wb).await?;
+        }
+        Ok(())
+    }
+
     /// Write `states` in one transaction at once (bypassing any write-behind queue); the
     /// last state of a serial wins. For imports and bulk changes.
     pub async fn save_all(&self, states: &[&DeviceState]) -> Result<()> {
@@ -189,6 +204,7 @@ impl Store {
         let generation = self.bump_generation(&mut *tx).await?;
         let mut unchanged = None;
         let mut forgotten = Vec::new();
+        let touches = queued.as_ref().map_or(&[][..], |q| q.touches);
         if let Some(q) = queued {
             let unmoved = matches!((q.known, generation), (Some(k), Some(g)) if g - 1 == k);
             if unmoved {
@@ -209,6 +225,14 @@ impl Store {
         self.save_many_in(&mut tx, &kept, unchanged)
             .await
             .map_err(|e| self.err(e))?;
+        for chunk in touches.chunks(JSON_ROWS * 4) {
+            let json = serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into());
+            sqlx::query(TOUCH_DEVICES_JSON)
+                .bind(json)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         self.note_own_write(generation);
         Ok((generation, forgotten))
@@ -664,10 +688,17 @@ const FORGOTTEN_END: &str = "forgotten;";
 pub(crate) struct QueuedWrite<'a> {
     pub known: Option<i64>,
     pub children_stored: Option<&'a ChildrenStored<'a>>,
+    /// Devices whose row only needs its `seen` updated (SQLite), as `(sn, seen)`. An update,
+    /// not an upsert: a device deleted meanwhile stays deleted.
+    pub touches: &'a [(&'a str, i64)],
 }
 
 /// Whether the database already holds a state's child rows (see [`QueuedWrite`]).
 pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> bool + Sync + 'a;
+
+/// `seen` of many devices on SQLite: one bind, a JSON array of `[sn, seen]` pairs.
+const TOUCH_DEVICES_JSON: &str = "UPDATE devices SET seen = j.value ->> 1 \
+     FROM json_each(?1) AS j WHERE devices.sn = j.value ->> 0";
 
 /// Device rows per statement on SQLite (see [`UPSERT_DEVICES_JSON`]).
 const JSON_ROWS: usize = 500;

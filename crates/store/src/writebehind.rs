@@ -143,6 +143,9 @@ fn weight(s: &DeviceState) -> usize {
 struct Queued {
     generation: u64,
     state: Arc<DeviceState>,
+    /// The database holds this state but for `seen` (see [`WriteBehind::put_seen`]): the
+    /// batch updates that column only.
+    seen_only: bool,
 }
 
 /// The store handles' share of the queue: when the last [`Store`] clone goes, the flusher
@@ -254,6 +257,28 @@ impl WriteBehind {
             Queued {
                 generation,
                 state: Arc::new(state),
+                seen_only: false,
+            },
+        );
+        q.dirty.len()
+    }
+
+    /// Queue `state`, which differs from the state its request loaded in `seen` only. When
+    /// nothing is queued for the device, or only such a poll, what it loaded is what the
+    /// database holds but for `seen` (the request held the device's lock from its load to
+    /// here), so the batch only updates `seen`; a state queued whole stays whole. Returns the
+    /// queue length.
+    pub(crate) fn put_seen(&self, state: DeviceState) -> usize {
+        let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
+        let mut q = self.lock();
+        q.remove_clean(&state.sn);
+        let seen_only = q.dirty.get(&state.sn).is_none_or(|d| d.seen_only);
+        q.dirty.insert(
+            state.sn.clone(),
+            Queued {
+                generation,
+                state: Arc::new(state),
+                seen_only,
             },
         );
         q.dirty.len()
@@ -420,10 +445,15 @@ impl Store {
         // somebody else wrote devices, they may describe rows that are gone.
         let mut snapshot_good = true;
         for chunk in batch.chunks(CHUNK) {
-            let states: Vec<&DeviceState> = chunk
-                .iter()
+            let live = chunk.iter().filter(|(sn, _)| !forgotten.contains(sn));
+            let states: Vec<&DeviceState> = live
+                .clone()
+                .filter(|(_, q)| !q.seen_only)
                 .map(|(_, q)| &*q.state)
-                .filter(|s| !forgotten.contains(&s.sn))
+                .collect();
+            let touches: Vec<(&str, i64)> = live
+                .filter(|(_, q)| q.seen_only)
+                .map(|(sn, q)| (sn.as_str(), q.state.seen))
                 .collect();
             let test: &crate::devices::ChildrenStored<'_> = &unchanged;
             // Unchanged children are skipped only while the counter is where this process
@@ -435,6 +465,7 @@ impl Store {
             let queued = crate::devices::QueuedWrite {
                 known,
                 children_stored: (wb.clean_cap > 0 && snapshot_good).then_some(test),
+                touches: &touches,
             };
             let (generation, gone) = self.write_states(&states, Some(queued)).await?;
             if known.zip(generation).is_none_or(|(k, g)| g - 1 != k) {

@@ -962,3 +962,59 @@ async fn firmware_reports_are_queued_and_seen_by_readers() {
     assert_eq!(seen.as_deref(), Some("1.1"));
     assert_eq!(b.reported_at, Some(600));
 }
+
+/// A poll that changes nothing but `seen` updates that column only, and only while the
+/// database holds the rest: a state still queued is written whole; the device's children
+/// are not rewritten; a device forgotten by another process meanwhile stays forgotten.
+#[tokio::test]
+async fn seen_only_saves_update_the_last_contact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_secs(3600)).await;
+    count_child_inserts(&dir).await;
+    let a = full_state("00-90-33-40-00-01");
+    server.save(&a).await.unwrap();
+    server.flush().await.unwrap();
+    let inserts = child_inserts(&dir).await;
+    assert!(inserts > 0);
+
+    // steady poll: the database held the loaded state
+    let mut s = server.load(&a.sn).await.unwrap().unwrap();
+    s.seen += 60;
+    server.save_seen(s.clone()).await.unwrap();
+    assert_eq!(
+        server.load(&a.sn).await.unwrap().as_ref(),
+        Some(&s),
+        "own write seen at once"
+    );
+    // polled again before the batch: still only `seen`
+    let mut s = server.load(&a.sn).await.unwrap().unwrap();
+    s.seen += 60;
+    server.save_seen(s.clone()).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&a.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(child_inserts(&dir).await, inserts, "children untouched");
+
+    // a full change still queued, then a seen-only save on top: written whole
+    let mut changed = s.clone();
+    changed.phase = Some("config".into());
+    changed.add_msg("changed", changed.seen);
+    server.save(&changed).await.unwrap();
+    let mut again = server.load(&a.sn).await.unwrap().unwrap();
+    assert_eq!(again, changed);
+    again.seen += 60;
+    server.save_seen(again.clone()).await.unwrap();
+    let mut again = server.load(&a.sn).await.unwrap().unwrap();
+    again.seen += 60;
+    server.save_seen(again.clone()).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&a.sn).await.unwrap().as_ref(), Some(&again));
+
+    // forgotten by the CLI while a seen-only save is queued: not brought back
+    let mut last = server.load(&a.sn).await.unwrap().unwrap();
+    last.seen += 60;
+    server.save_seen(last).await.unwrap();
+    assert!(cli.delete(&a.sn).await.unwrap());
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&a.sn).await.unwrap(), None);
+    assert_eq!(server.load(&a.sn).await.unwrap(), None);
+}
