@@ -130,13 +130,32 @@ fn weight(s: &DeviceState) -> usize {
         + opt(&d.classes)
         + opt(&d.ip)
         + d.vars.iter().map(|(n, _)| 40 + n.len()).sum::<usize>()
-        + s.msgs.iter().map(|m| 40 + m.msg.len()).sum::<usize>()
+        + messages_weight(&s.msgs)
         + s.scripts
             .iter()
             .map(|x| 48 + x.filename.len())
             .sum::<usize>()
         + s.queries.len() * 96
         + 128
+}
+
+/// The memory a message log takes: an entry per message, each distinct text once (texts are
+/// shared between the messages that repeat them, see `DeviceState::add_msg`; a log holds a
+/// handful). Beyond [`DISTINCT`] distinct texts the rest count as unshared.
+fn messages_weight(msgs: &[autoprov_core::state::Message]) -> usize {
+    const DISTINCT: usize = 32;
+    let mut seen: Vec<*const u8> = Vec::new();
+    let mut bytes = msgs.len() * std::mem::size_of::<autoprov_core::state::Message>();
+    for m in msgs {
+        let p = m.msg.as_ptr();
+        if seen.len() >= DISTINCT {
+            bytes += 16 + m.msg.len();
+        } else if !seen.contains(&p) {
+            seen.push(p);
+            bytes += 16 + m.msg.len();
+        }
+    }
+    bytes
 }
 
 #[derive(Debug, Clone)]
@@ -549,5 +568,32 @@ impl Store {
             wb.drop_clean();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log of repeated texts weighs an entry per message plus each text once; texts that
+    /// are not shared count each time.
+    #[test]
+    fn shared_message_texts_count_once() {
+        let text = "phase: update, nextphase: , environment: default, type: IP232".repeat(2);
+        let mut shared = DeviceState::new("x", 0);
+        for t in 0..200 {
+            shared.add_msg(&text, t);
+        }
+        let mut unshared = DeviceState::new("x", 0);
+        for t in 0..200 {
+            unshared.msgs.push(autoprov_core::state::Message {
+                time: t,
+                msg: text.as_str().into(),
+            });
+        }
+        let entry = std::mem::size_of::<autoprov_core::state::Message>();
+        let base = weight(&DeviceState::new("x", 0));
+        assert_eq!(weight(&shared) - base, 200 * entry + 16 + text.len());
+        assert_eq!(weight(&unshared) - base, 200 * (entry + 16 + text.len()));
     }
 }
