@@ -145,7 +145,7 @@ fn weight(s: &DeviceState) -> usize {
 fn messages_weight(msgs: &[autoprov_core::state::Message]) -> usize {
     const DISTINCT: usize = 32;
     let mut seen: Vec<*const u8> = Vec::new();
-    let mut bytes = msgs.len() * std::mem::size_of::<autoprov_core::state::Message>();
+    let mut bytes = std::mem::size_of_val(msgs);
     for m in msgs {
         let p = m.msg.as_ptr();
         if seen.len() >= DISTINCT {
