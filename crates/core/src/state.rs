@@ -41,6 +41,11 @@ pub struct DeviceState {
     /// First contact (Unix seconds), when recorded.
     #[serde(default)]
     pub first_seen: Option<i64>,
+    /// The newest message another process appended while this state was held elsewhere
+    /// (the store's `device_notes`) that `msgs` already contains; bookkeeping of the store,
+    /// not part of the device's state.
+    #[serde(skip)]
+    pub notes_upto: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -9,6 +9,7 @@
 //! that is `autoprov-core`'s job.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use autoprov_core::state::{
@@ -95,8 +96,22 @@ fn last_per_key<'a, T, K: std::hash::Hash + Eq>(
 impl Store {
     /// The stored state of device `sn`, or `None` if it is unknown.
     pub async fn load(&self, sn: &str) -> Result<Option<DeviceState>> {
-        if let Some(queued) = self.wb.as_ref().and_then(|wb| wb.take(sn)) {
-            return Ok(Some(Arc::unwrap_or_clone(queued)));
+        if let Some(wb) = &self.wb {
+            let held = wb.take(sn);
+            if wb.notes_check.swap(false, Ordering::AcqRel) {
+                if let Err(e) = self.read_pending_notes(wb).await {
+                    wb.notes_check.store(true, Ordering::Release);
+                    return Err(e);
+                }
+            }
+            if let Some(held) = held {
+                let mut state = Arc::unwrap_or_clone(held);
+                if wb.notes_pending(sn) {
+                    let mut conn = self.pool().acquire().await.map_err(|e| self.err(e))?;
+                    self.merge_notes(&mut conn, &mut state).await?;
+                }
+                return Ok(Some(state));
+            }
         }
         // A device never seen before (first contact, the boot storm) costs one statement, not
         // a transaction; a known one is then read in one read transaction, so that a
@@ -131,8 +146,94 @@ impl Store {
         for row in self.children(&mut tx, QUERIES, where_sn, sn).await? {
             state.queries.push(query_from_row(&row));
         }
+        self.merge_notes(&mut tx, &mut state).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(Some(state))
+    }
+
+    /// Append a message to a device's log from a process that does not hold the device's
+    /// state (the CLI's `notify` next to a running server): on SQLite it is kept as a note
+    /// that every load merges in and that stays until a write of the device's state contains
+    /// it, so a server that holds an older state in memory cannot write over it; on
+    /// PostgreSQL (and in a process with write-behind, which must hold the device's lock) the
+    /// state is loaded, changed and saved under the store's device lock. `false` when the
+    /// device is unknown.
+    pub async fn append_note(&self, sn: &str, time: i64, msg: &str) -> Result<bool> {
+        if self.wb.is_some() || self.backend == crate::Backend::Postgres {
+            let _lock = self.lock_device(sn).await?;
+            let Some(mut state) = self.load(sn).await? else {
+                return Ok(false);
+            };
+            state.add_msg(msg, time);
+            self.save_owned(state).await?;
+            return Ok(true);
+        }
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM devices WHERE sn = $1")
+            .bind(nf(sn))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO device_notes (sn, time, msg) VALUES ($1, $2, $3)")
+            .bind(nf(sn))
+            .bind(time)
+            .bind(nf(msg))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let generation = self.bump_generation(&mut *tx).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        self.note_own_write(generation);
+        Ok(true)
+    }
+
+    /// Merge the notes of `state`'s device newer than those it contains, each at its place
+    /// in time, and remember the newest.
+    async fn merge_notes(&self, conn: &mut AnyConnection, state: &mut DeviceState) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT id, time, msg FROM device_notes WHERE sn = $1 AND id > $2 ORDER BY id",
+        )
+        .bind(nf(&state.sn))
+        .bind(state.notes_upto.unwrap_or(0))
+        .fetch_all(conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        for row in &rows {
+            let t = "device_notes";
+            let time = i64_or_zero(row, t, "time");
+            let at = state.msgs.partition_point(|m| m.time <= time);
+            state.msgs.insert(
+                at,
+                Message {
+                    time,
+                    msg: string_or_empty(row, t, "msg").into(),
+                },
+            );
+            state.notes_upto = Some(i64_or_zero(row, t, "id"));
+        }
+        Ok(())
+    }
+
+    /// Which devices have notes, and the newest of each (see [`WriteBehind`]'s `notes`).
+    async fn read_pending_notes(&self, wb: &crate::writebehind::WriteBehind) -> Result<()> {
+        let rows = sqlx::query("SELECT sn, MAX(id) AS newest FROM device_notes GROUP BY sn")
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        let found: HashMap<String, i64> = rows
+            .iter()
+            .map(|r| {
+                (
+                    string_or_empty(r, "device_notes", "sn"),
+                    i64_or_zero(r, "device_notes", "newest"),
+                )
+            })
+            .collect();
+        *wb.notes.lock().unwrap_or_else(|p| p.into_inner()) = found;
+        Ok(())
     }
 
     /// Store `state` as it is: the device row is inserted or updated and its vars, messages,
@@ -225,6 +326,17 @@ impl Store {
         self.save_many_in(&mut tx, &kept, unchanged)
             .await
             .map_err(|e| self.err(e))?;
+        // Notes the written logs contain are done with.
+        for s in &kept {
+            if let Some(upto) = s.notes_upto {
+                sqlx::query("DELETE FROM device_notes WHERE sn = $1 AND id <= $2")
+                    .bind(nf(&s.sn))
+                    .bind(upto)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+        }
         for chunk in touches.chunks(JSON_ROWS * 4) {
             let json = serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into());
             sqlx::query(TOUCH_DEVICES_JSON)
@@ -341,6 +453,11 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
+        sqlx::query("DELETE FROM device_notes WHERE sn = $1")
+            .bind(nf(sn))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
         let generation = self.bump_generation(&mut *tx).await?;
         if self.wb.is_none() && self.backend == crate::Backend::Sqlite {
             // A server next to this process may hold a state of the device in its
@@ -391,6 +508,10 @@ impl Store {
         }
         let done = sqlx::query("DELETE FROM devices WHERE seen < $1")
             .bind(older_than)
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
+        sqlx::query("DELETE FROM device_notes WHERE sn NOT IN (SELECT sn FROM devices)")
             .execute(self.pool())
             .await
             .map_err(|e| self.err(e))?;
@@ -613,6 +734,7 @@ fn device_from_row(row: &AnyRow) -> DeviceState {
         vendor: opt_string(row, t, "vendor"),
         model: opt_string(row, t, "model"),
         first_seen: opt_i64(row, t, "first_seen"),
+        notes_upto: None,
     }
 }
 

@@ -59,6 +59,11 @@ pub(crate) struct WriteBehind {
     next_gen: AtomicU64,
     /// Held while a batch is written, and by operations that must not race one.
     pub(crate) flush_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Devices with notes another process left (`device_notes`), with the newest note's id:
+    /// their loads merge the notes in. Read again from the database when `notes_check` is
+    /// set (at start, and whenever another process's write is noticed).
+    pub(crate) notes: Mutex<HashMap<String, i64>>,
+    pub(crate) notes_check: std::sync::atomic::AtomicBool,
     stop: tokio::sync::Notify,
 }
 
@@ -198,6 +203,8 @@ impl WriteBehind {
             clean_cap,
             watch,
             known_generation: Mutex::new(None),
+            notes: Mutex::new(HashMap::new()),
+            notes_check: std::sync::atomic::AtomicBool::new(true),
             next_gen: AtomicU64::new(1),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             stop: tokio::sync::Notify::new(),
@@ -250,19 +257,34 @@ impl WriteBehind {
     /// The queued or clean state of `sn`, if any. A clean copy is handed over, not copied
     /// (the caller is about to change it and save it again; the database has it meanwhile).
     pub(crate) fn take(&self, sn: &str) -> Option<Arc<DeviceState>> {
+        // Another process wrote devices since the last look: the copies may be stale, and it
+        // may have left notes (see `Store::append_note`).
+        let others_wrote = self.watch.as_ref().is_some_and(|w| w.changed());
         let mut q = self.lock();
+        if others_wrote {
+            q.clear_clean();
+            self.notes_check.store(true, Ordering::Release);
+        }
         if let Some(d) = q.dirty.get(sn) {
             return Some(d.state.clone());
         }
-        if q.clean.is_empty() {
-            return None;
-        }
-        // Another process wrote devices since the last look: the copies may be stale.
-        if self.watch.as_ref().is_some_and(|w| w.changed()) {
-            q.clear_clean();
-            return None;
-        }
         q.remove_clean(sn)
+    }
+
+    /// Whether notes may wait for `sn` (see [`Self::notes`]).
+    pub(crate) fn notes_pending(&self, sn: &str) -> bool {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(sn)
+    }
+
+    /// A state containing `sn`'s notes up to `upto` was written (and those notes deleted).
+    pub(crate) fn notes_written(&self, sn: &str, upto: i64) {
+        let mut n = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        if n.get(sn).is_some_and(|newest| *newest <= upto) {
+            n.remove(sn);
+        }
     }
 
     /// Queue `state`, replacing an older queued state of the same device. Returns the queue
@@ -342,6 +364,7 @@ impl WriteBehind {
 
     /// Drop every clean copy (someone else may have written devices).
     pub(crate) fn drop_clean(&self) {
+        self.notes_check.store(true, Ordering::Release);
         self.lock().clear_clean();
     }
 
@@ -507,6 +530,9 @@ impl Store {
             written += chunk.len();
             let mut q = wb.lock();
             for (sn, done) in chunk.iter().filter(|(sn, _)| !forgotten.contains(sn)) {
+                if let Some(upto) = done.state.notes_upto {
+                    wb.notes_written(sn, upto);
+                }
                 if wb.clean_cap > 0 {
                     q.children.insert(sn.clone(), children_print(&done.state));
                 }

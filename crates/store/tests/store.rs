@@ -103,6 +103,7 @@ fn full_state(sn: &str) -> DeviceState {
         vendor: Some("yealink".into()),
         model: Some("T46S".into()),
         first_seen: Some(1_600_000_000),
+        notes_upto: None,
     }
 }
 
@@ -1017,4 +1018,78 @@ async fn seen_only_saves_update_the_last_contact() {
     server.flush().await.unwrap();
     assert_eq!(cli.load(&a.sn).await.unwrap(), None);
     assert_eq!(server.load(&a.sn).await.unwrap(), None);
+}
+
+/// A message another process appends (the CLI's `notify`) while the server holds the device's
+/// state in memory is not lost when the server writes that older state: it stays a note
+/// until a write contains it, every load merges it in (once), and forgetting the device
+/// drops it.
+#[tokio::test]
+async fn notes_from_another_process_survive_the_servers_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_secs(3600)).await;
+    let mut a = DeviceState::new("00-90-33-50-00-01", 100);
+    a.add_msg("poll", 100);
+    server.save(&a).await.unwrap();
+    server.flush().await.unwrap();
+
+    // a poll in progress: the server holds the state...
+    let mut polled = server.load(&a.sn).await.unwrap().unwrap();
+    // ...when the CLI records a NOTIFY outcome
+    assert!(cli
+        .append_note(&a.sn, 150, "SIP NOTIFY check-sync: 200")
+        .await
+        .unwrap());
+    assert!(
+        !cli.append_note("00-90-33-50-99-99", 150, "x")
+            .await
+            .unwrap(),
+        "unknown device"
+    );
+    let texts = |s: &DeviceState| s.msgs.iter().map(|m| m.msg.to_string()).collect::<Vec<_>>();
+    // the CLI sees it at once
+    let seen_by_cli = cli.load(&a.sn).await.unwrap().unwrap();
+    assert_eq!(texts(&seen_by_cli), ["poll", "SIP NOTIFY check-sync: 200"]);
+    // the poll ends with the older state, written over the row
+    polled.seen = 200;
+    polled.add_msg("poll", 200);
+    server.save(&polled).await.unwrap();
+    server.flush().await.unwrap();
+    // the note is merged into the server's next load, at its place in time
+    let mut next = server.load(&a.sn).await.unwrap().unwrap();
+    assert_eq!(texts(&next), ["poll", "SIP NOTIFY check-sync: 200", "poll"]);
+    assert_eq!(
+        texts(&cli.load(&a.sn).await.unwrap().unwrap()),
+        texts(&next)
+    );
+    // written with the state that contains it: not merged a second time
+    next.seen = 300;
+    next.add_msg("poll", 300);
+    server.save(&next).await.unwrap();
+    server.flush().await.unwrap();
+    let after = cli.load(&a.sn).await.unwrap().unwrap();
+    assert_eq!(
+        texts(&after),
+        ["poll", "SIP NOTIFY check-sync: 200", "poll", "poll"]
+    );
+    assert_eq!(
+        texts(&server.load(&a.sn).await.unwrap().unwrap()),
+        texts(&after)
+    );
+    let mut raw = raw_sqlite(&dir).await;
+    assert_eq!(note_rows(&mut raw).await, 0, "done with once written");
+
+    // a note for a forgotten device goes with it
+    assert!(cli.append_note(&a.sn, 400, "late").await.unwrap());
+    assert_eq!(note_rows(&mut raw).await, 1);
+    assert!(cli.delete(&a.sn).await.unwrap());
+    assert_eq!(note_rows(&mut raw).await, 0);
+}
+
+async fn note_rows(raw: &mut sqlx::SqliteConnection) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM device_notes")
+        .fetch_one(raw)
+        .await
+        .unwrap();
+    n
 }

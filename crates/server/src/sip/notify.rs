@@ -301,9 +301,9 @@ pub async fn run(
     Ok(reports)
 }
 
-/// Add the outcome of a NOTIFY to a device's messages, holding the device's lock like a
-/// request does (the server's, when `app` is the server; else the store's cross-replica
-/// lock), so a poll of the same device in between cannot write its older state over it.
+/// Add the outcome of a NOTIFY to a device's messages without losing it to a poll of the same
+/// device in between: in the server (`app`) under the device's lock like a request; from
+/// another process as a note the store merges into every load (see `Store::append_note`).
 async fn record_outcome(
     store: &Store,
     app: Option<&crate::AppState>,
@@ -312,23 +312,24 @@ async fn record_outcome(
     action: NotifyAction,
     logkeep: i64,
 ) -> Result<(), NotifyError> {
-    let _held = match app {
-        Some(app) => (Some(app.lock_device(sn).await), None),
-        None => (None, Some(store.lock_device(sn).await?)),
+    let now = crate::app::now();
+    let msg = format!(
+        "SIP NOTIFY {} to {}: {}",
+        r.event.as_deref().unwrap_or(action.id()),
+        r.addr.map(hostport).unwrap_or_else(|| "-".into()),
+        r.outcome
+    );
+    let Some(app) = app else {
+        // Another process (the CLI): appended without writing the state a running server
+        // may hold (see `Store::append_note`).
+        store.append_note(sn, now, &msg).await?;
+        return Ok(());
     };
+    let _held = app.lock_device(sn).await;
     let Some(mut st) = store.load(sn).await? else {
         return Ok(());
     };
-    let now = crate::app::now();
-    st.add_msg(
-        &format!(
-            "SIP NOTIFY {} to {}: {}",
-            r.event.as_deref().unwrap_or(action.id()),
-            r.addr.map(hostport).unwrap_or_else(|| "-".into()),
-            r.outcome
-        ),
-        now,
-    );
+    st.add_msg(&msg, now);
     st.prune_msgs(now, logkeep);
     store.save(&st).await?;
     Ok(())
