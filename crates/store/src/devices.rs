@@ -146,7 +146,10 @@ impl Store {
         for row in self.children(&mut tx, QUERIES, where_sn, sn).await? {
             state.queries.push(query_from_row(&row));
         }
-        self.merge_notes(&mut tx, &mut state).await?;
+        // Only SQLite has notes (see `append_note`).
+        if self.backend == crate::Backend::Sqlite {
+            self.merge_notes(&mut tx, &mut state).await?;
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(Some(state))
     }
