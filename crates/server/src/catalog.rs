@@ -192,7 +192,7 @@ impl Firmware {
     /// `groups` runs `version`. A changed version restarts the download count and lifts a flag;
     /// the target version marks it done. Returns the device's state, or `None` when the device
     /// id is empty or unusable. An unchanged report is written only every [`REPORT_REFRESH`]
-    /// seconds.
+    /// seconds (see [`Store::firmware_report`]).
     pub async fn report_version(
         &self,
         store: &Store,
@@ -205,37 +205,39 @@ impl Firmware {
         let Some(key) = device_key(device) else {
             return Ok(None);
         };
-        let at_target = self
-            .catalog
-            .is_target_version(vendor, model, groups, version);
-        let now = now();
-        // Most reports repeat what is stored: check with a plain read first, and only refresh
-        // `reported_at` every REPORT_REFRESH seconds, so a polling fleet does not turn every
-        // configuration request into a database write.
-        if let Some(stored) = store.firmware_progress(&key).await? {
-            let mut next = stored.clone();
-            next.record_report(vendor, model, groups, version, at_target, now);
-            let fresh = stored
-                .reported_at
-                .is_some_and(|t| now.saturating_sub(t) < REPORT_REFRESH);
-            next.reported_at = stored.reported_at;
-            if fresh && next == stored {
-                return Ok(Some(self.catalog.state_of(&stored)));
-            }
+        let report = self.report(&key, vendor, model, groups, version, now());
+        store.firmware_report(report).await?;
+        // Written by now (readers flush the queue first); only a report that changes
+        // nothing within REPORT_REFRESH seconds left the row as it was.
+        let p = store
+            .firmware_progress(&key)
+            .await?
+            .unwrap_or_else(|| autoprov_core::firmware::FirmwareProgress::new(&key));
+        Ok(Some(self.catalog.state_of(&p)))
+    }
+
+    /// A version report of the device `key`, judged against its target.
+    fn report(
+        &self,
+        key: &str,
+        vendor: &str,
+        model: &str,
+        groups: &[String],
+        version: &str,
+        now: i64,
+    ) -> autoprov_store::FirmwareReport {
+        autoprov_store::FirmwareReport {
+            device: key.to_string(),
+            vendor: vendor.to_string(),
+            model: model.to_string(),
+            groups: groups.to_vec(),
+            version: version.to_string(),
+            at_target: self
+                .catalog
+                .is_target_version(vendor, model, groups, version),
+            time: now,
+            refresh_after: REPORT_REFRESH,
         }
-        let (p, changed) = store
-            .firmware_update(&key, |p| {
-                p.record_report(vendor, model, groups, version, at_target, now)
-            })
-            .await?;
-        let state = self.catalog.state_of(&p);
-        if changed {
-            tracing::info!(
-                device = %key, vendor, model, version, state = %state,
-                "device reports a new firmware version"
-            );
-        }
-        Ok(Some(state))
     }
 
     /// [`Firmware::report_version`] for the request path, without waiting for the database:
@@ -269,18 +271,7 @@ impl Firmware {
             }
         }
         // Queued with the device states (written at once without write-behind).
-        let report = autoprov_store::FirmwareReport {
-            device: key.clone(),
-            vendor: vendor.to_string(),
-            model: model.to_string(),
-            groups: groups.to_vec(),
-            version: version.to_string(),
-            at_target: self
-                .catalog
-                .is_target_version(vendor, model, groups, version),
-            time: now,
-            refresh_after: REPORT_REFRESH,
-        };
+        let report = self.report(&key, vendor, model, groups, version, now);
         store.firmware_report(report).await?;
         let mut m = self.memo();
         if m.len() >= REPORT_MEMO_MAX {
