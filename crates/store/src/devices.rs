@@ -573,21 +573,35 @@ impl Store {
             if chunk.is_empty() {
                 continue;
             }
-            for table in ["device_vars", "device_scripts", "device_queries"] {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE sn IN ({})",
-                    (1..=chunk.len())
-                        .map(|i| format!("{mark}{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                // One statement per list length: not kept in the connection's statement
-                // cache, which would fill with a prepared statement for every batch size.
-                let mut q = sqlx::query(&sql).persistent(false);
-                for s in &chunk {
-                    q = q.bind(nf(&s.sn));
+            if sqlite {
+                // One bind per table: the serials as a JSON array.
+                let sns: Vec<String> = chunk.iter().map(|s| nf(&s.sn)).collect();
+                let sns = serde_json::to_string(&sns).unwrap_or_else(|_| "[]".into());
+                for table in ["device_vars", "device_scripts", "device_queries"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE sn IN (SELECT value FROM json_each(?1))"
+                    ))
+                    .bind(&sns)
+                    .execute(&mut *tx)
+                    .await?;
                 }
-                q.execute(&mut *tx).await?;
+            } else {
+                for table in ["device_vars", "device_scripts", "device_queries"] {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE sn IN ({})",
+                        (1..=chunk.len())
+                            .map(|i| format!("{mark}{i}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    // One statement per list length: not kept in the connection's statement
+                    // cache, which would fill with a prepared statement for every batch size.
+                    let mut q = sqlx::query(&sql).persistent(false);
+                    for s in &chunk {
+                        q = q.bind(nf(&s.sn));
+                    }
+                    q.execute(&mut *tx).await?;
+                }
             }
 
             let mut vars = Vec::new();
@@ -603,6 +617,49 @@ impl Store {
                 for (pos, qr) in last_per_key(&s.queries, |x| x.id.as_str()) {
                     queries.push((s.sn.as_str(), qr, pos));
                 }
+            }
+            if sqlite {
+                use serde_json::json;
+                let vars: Vec<_> = vars
+                    .iter()
+                    .map(|(sn, name, time, pos)| json!([nf(*sn), nf(*name), time, pos]))
+                    .collect();
+                let scripts: Vec<_> = scripts
+                    .iter()
+                    .map(|(sn, sc, pos)| {
+                        json!([nf(*sn), nf(&sc.filename), sc.delivered, sc.version, pos])
+                    })
+                    .collect();
+                let queries: Vec<_> = queries
+                    .iter()
+                    .map(|(sn, qr, pos)| json!([nf(*sn), nf(&qr.id), qr.seen, nf(&qr.body), pos]))
+                    .collect();
+                for (rows, table, columns) in [
+                    (vars, "device_vars", "sn, name, time, pos"),
+                    (
+                        scripts,
+                        "device_scripts",
+                        "sn, filename, delivered, version, pos",
+                    ),
+                    (queries, "device_queries", "sn, id, seen, body, pos"),
+                ] {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let select = (0..columns.split(',').count())
+                        .map(|i| format!("value ->> {i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    // As for the device rows: each row parsed once (see UPSERT_DEVICES_JSON).
+                    sqlx::query(&format!(
+                        "WITH r(value) AS MATERIALIZED (SELECT jsonb(value) FROM json_each(?1)) \
+                         INSERT INTO {table} ({columns}) SELECT {select} FROM r"
+                    ))
+                    .bind(serde_json::Value::Array(rows).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                continue;
             }
             insert_rows(
                 tx,
