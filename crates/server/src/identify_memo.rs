@@ -158,13 +158,11 @@ fn memo_key(req: &DeviceRequest, raw_query: &str, known: Option<&Known>) -> Stri
 mod tests {
     use super::*;
 
+    /// A site from an empty configuration (the directory is only read while loading).
     fn site() -> Arc<Site> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("autoprov.toml"), "").unwrap();
-        let site = Site::load(dir.path()).unwrap();
-        // The site keeps its path only; the directory may go.
-        std::mem::forget(dir);
-        Arc::new(site)
+        Arc::new(Site::load(dir.path()).unwrap())
     }
 
     fn request(path: &str, ua: &str) -> DeviceRequest {
