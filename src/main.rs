@@ -399,6 +399,8 @@ fn release_memory_when_quiet(state: autoprov_server::AppState) {
                 }
                 // SAFETY: as above.
                 unsafe { libmimalloc_sys::mi_collect(true) };
+                // The page caches of idle SQLite connections (a few MiB each after a burst).
+                runtime.block_on(state.store().release_memory());
                 // SQLite (page caches, bound batch texts of a MiB or more) allocates through
                 // the C library's malloc, whose arenas keep freed memory for reuse.
                 #[cfg(target_env = "gnu")]

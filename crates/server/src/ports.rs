@@ -94,6 +94,11 @@ struct CacheInner {
     /// `generation` is `memo_generation`: a warm request answers a name with one hash
     /// lookup, without joining, splitting or hashing paths.
     memo: HashMap<Box<str>, Option<ScriptFile>>,
+    /// Watched listings by the directory part of the asked path (`scripts` for
+    /// `scripts/all-all-00_90_33_30_00_af.txt`), under the same rules as `memo`: a name
+    /// missing from the listing is answered without a memo entry. Per-device snippet names
+    /// (one per device, phase and class, nearly all absent) would otherwise fill the memo.
+    memo_dirs: HashMap<Box<str>, Arc<Names>>,
     memo_site: PathBuf,
     memo_generation: u64,
 }
@@ -216,6 +221,7 @@ impl ScriptCache {
             watches,
             generation: 0,
             memo: HashMap::new(),
+            memo_dirs: HashMap::new(),
             memo_site: PathBuf::new(),
             memo_generation: 0,
         })))
@@ -246,10 +252,16 @@ impl ScriptCache {
 
     /// [`read_script`] through the cache, as of the last [`Self::refresh`] (or later).
     pub fn read_refreshed(&self, site: &Site, rel: &str) -> Option<ScriptFile> {
+        // `dir/name` with a plain last component: a name absent from `dir`'s watched
+        // listing needs no path work at all.
+        let split = rel
+            .rsplit_once('/')
+            .filter(|(dir, name)| !dir.is_empty() && !matches!(*name, "" | "." | ".."));
         let generation = {
             let mut inner = self.lock();
             if inner.memo_generation != inner.generation || inner.memo_site != site.dir {
                 inner.memo.clear();
+                inner.memo_dirs.clear();
                 inner.memo_generation = inner.generation;
                 if inner.memo_site != site.dir {
                     inner.memo_site = site.dir.clone();
@@ -258,9 +270,16 @@ impl ScriptCache {
             if let Some(hit) = inner.memo.get(rel) {
                 return hit.clone();
             }
+            if let Some((dir, name)) = split {
+                if let Some(names) = inner.memo_dirs.get(dir) {
+                    if !names.all.contains(std::ffi::OsStr::new(name)) {
+                        return None;
+                    }
+                }
+            }
             inner.generation
         };
-        let (answer, vouched) = self.read_unmemoised(site, rel);
+        let (answer, vouched, listing) = self.read_unmemoised(site, rel);
         if vouched {
             let mut inner = self.lock();
             // No event drained since the read began (which might concern what it saw).
@@ -268,30 +287,48 @@ impl ScriptCache {
                 && inner.memo_generation == generation
                 && inner.memo_site == site.dir
             {
-                if inner.memo.len() >= MEMO_CAPACITY {
-                    inner.memo.clear();
+                match (split, listing) {
+                    // Absent from a watched listing: the listing answers for every such name.
+                    (Some((dir, _)), Some(names)) if answer.is_none() => {
+                        if inner.memo_dirs.len() >= MEMO_CAPACITY {
+                            inner.memo_dirs.clear();
+                        }
+                        inner.memo_dirs.insert(dir.into(), names);
+                    }
+                    _ => {
+                        if inner.memo.len() >= MEMO_CAPACITY {
+                            inner.memo.clear();
+                        }
+                        inner.memo.insert(rel.into(), answer.clone());
+                    }
                 }
-                inner.memo.insert(rel.into(), answer.clone());
             }
         }
         answer
     }
 
     /// [`Self::read_refreshed`] without the memo; `true` when inotify vouches for the answer
-    /// (see [`CacheInner::memo`]).
-    fn read_unmemoised(&self, site: &Site, rel: &str) -> (Option<ScriptFile>, bool) {
+    /// (see [`CacheInner::memo`]), and the watched listing that found the name absent when
+    /// the asked path's last component is the name looked up.
+    fn read_unmemoised(
+        &self,
+        site: &Site,
+        rel: &str,
+    ) -> (Option<ScriptFile>, bool, Option<Arc<Names>>) {
         let Some(path) = site.path(rel) else {
             // Refused by its spelling alone: always the same answer.
-            return (None, true);
+            return (None, true, None);
         };
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-            return (read_script(site, rel), false);
+            return (read_script(site, rel), false, None);
         };
         let Some((names, watched)) = self.listing(&site.dir, dir) else {
-            return (read_script(site, rel), false);
+            return (read_script(site, rel), false, None);
         };
         if !names.all.contains(name) {
-            return (None, watched);
+            let asked = rel.rsplit_once('/').map(|(_, n)| n);
+            let listing = (watched && asked == name.to_str()).then_some(names);
+            return (None, watched, listing);
         }
         if watched && !names.linked.contains(name) {
             let generation = {
@@ -300,7 +337,7 @@ impl ScriptCache {
                     Some(CachedFile {
                         check: FileCheck::Watched,
                         file,
-                    }) => return (Some(file.clone()), true),
+                    }) => return (Some(file.clone()), true, None),
                     // more than one hard link: validated by stat, below
                     Some(CachedFile {
                         check: FileCheck::Stat(..),
@@ -311,7 +348,7 @@ impl ScriptCache {
             };
             if let Some(generation) = generation {
                 let Some((file, meta)) = read_script_meta(&path) else {
-                    return (None, false);
+                    return (None, false, None);
                 };
                 let mut vouched = false;
                 if let (Ok(_), Some(meta)) = (&file.content, meta) {
@@ -332,10 +369,10 @@ impl ScriptCache {
                         }
                     }
                 }
-                return (Some(file), vouched);
+                return (Some(file), vouched, None);
             }
         }
-        (self.read_stat_validated(site, rel, path), false)
+        (self.read_stat_validated(site, rel, path), false, None)
     }
 
     /// A file validated by its mtime and size.
@@ -1113,6 +1150,71 @@ mod tests {
         assert_eq!(content(&mut ports()), "TWO\n");
         std::fs::write(&a, "3rd\n").unwrap();
         assert_eq!(content(&mut ports()), "3rd\n");
+    }
+
+    /// Names absent from a watched directory (per-device snippets nobody wrote) are answered
+    /// by its listing: they take no memo entry each, and one created later is seen by the
+    /// next request.
+    #[test]
+    fn absent_names_answered_by_the_listing() {
+        let Some(t) = local_tempdir() else { return };
+        let s = site(t.path());
+        let dir = t.path().join("scripts");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("all-all-all.txt"), "shared\n").unwrap();
+        let cache = ScriptCache::default();
+        let read = |rel: &str| {
+            cache
+                .read_refreshed(&s, rel)
+                .map(|f| f.content.unwrap().to_string())
+        };
+        cache.refresh();
+        for i in 0..1000 {
+            assert_eq!(read(&format!("scripts/all-all-{i:06}.txt")), None);
+        }
+        assert_eq!(read("scripts/all-all-all.txt").as_deref(), Some("shared\n"));
+        {
+            let inner = cache.lock();
+            assert_eq!(inner.memo.len(), 1, "only the file that exists is memoised");
+            assert_eq!(inner.memo_dirs.len(), 1);
+        }
+        // the same names answered again without a stat or a path join
+        stats();
+        assert_eq!(read("scripts/all-all-000007.txt"), None);
+        assert_eq!(stats(), 0);
+        // another spelling of the directory, a refused path and a name with a dot part take
+        // the long way and give the same answers as without the cache
+        let direct = |rel: &str| read_script(&s, rel).map(|f| f.content.map(|c| c.to_string()));
+        for rel in [
+            "scripts/./all-all-000007.txt",
+            "scripts/./all-all-all.txt",
+            "scripts//all-all-all.txt",
+            "scripts/../scripts/all-all-all.txt",
+            "scripts/.",
+            "scripts/all-all-000007.txt/",
+        ] {
+            let cached = cache
+                .read_refreshed(&s, rel)
+                .map(|f| f.content.map(|c| c.to_string()));
+            assert_eq!(cached, direct(rel), "{rel}");
+        }
+        // written later: the event drops the listing's answer
+        std::fs::write(dir.join("all-all-000007.txt"), "mine\n").unwrap();
+        cache.refresh();
+        assert_eq!(
+            read("scripts/all-all-000007.txt").as_deref(),
+            Some("mine\n")
+        );
+        assert_eq!(read("scripts/all-all-000008.txt"), None);
+        std::fs::remove_file(dir.join("all-all-000007.txt")).unwrap();
+        cache.refresh();
+        assert_eq!(read("scripts/all-all-000007.txt"), None);
+        // an unwatched (missing) directory is never answered by a listing
+        assert_eq!(read("nowhere/x.txt"), None);
+        std::fs::create_dir_all(t.path().join("nowhere")).unwrap();
+        std::fs::write(t.path().join("nowhere/x.txt"), "x\n").unwrap();
+        cache.refresh();
+        assert_eq!(read("nowhere/x.txt").as_deref(), Some("x\n"));
     }
 
     /// New, removed, renamed-into-place files, and a replaced directory: seen by the next

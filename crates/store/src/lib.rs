@@ -398,6 +398,23 @@ impl Store {
             .map_err(|e| error::classify_migration(&self.path, self.backend, e))
     }
 
+    /// Give back what idle SQLite connections keep only for speed (their page caches), for
+    /// a server that has gone quiet. Connections in use are left alone; nothing to do on
+    /// PostgreSQL (the memory is the database server's).
+    pub async fn release_memory(&self) {
+        if self.backend != Backend::Sqlite {
+            return;
+        }
+        // Held until the end, so that each idle connection is taken once.
+        let mut held = Vec::new();
+        while let Some(mut conn) = self.pool.try_acquire() {
+            if let Err(e) = conn.execute("PRAGMA shrink_memory").await {
+                tracing::debug!(error = %e, "cannot shrink a connection's memory");
+            }
+            held.push(conn);
+        }
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -128,6 +128,27 @@ async fn full_round_trip() {
     assert_eq!(store.load("unknown").await.unwrap(), None);
 }
 
+/// Releasing the idle connections' memory (a quiet server) keeps every connection usable,
+/// also one that was busy in a transaction meanwhile.
+#[tokio::test]
+async fn released_memory_leaves_the_store_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_test(&dir).await;
+    let s = full_state("00-90-33-30-00-b0");
+    store.save(&s).await.unwrap();
+    store.flush().await.unwrap();
+    let listed = store.list().await.unwrap();
+    store.release_memory().await;
+    store.release_memory().await;
+    assert_eq!(store.list().await.unwrap(), listed);
+    let mut t = s.clone();
+    t.add_msg("after release", 900);
+    store.save(&t).await.unwrap();
+    store.flush().await.unwrap();
+    store.release_memory().await;
+    assert_eq!(store.load(&t.sn).await.unwrap().unwrap(), t);
+}
+
 #[tokio::test]
 async fn save_twice_replaces_children() {
     let dir = tempfile::tempdir().unwrap();
