@@ -644,6 +644,98 @@ async fn mtls_trusts_only_matching_certificates_from_listed_cas() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Cipher suites: AES-128-GCM first, unless the client puts ChaCha20 first
+
+/// The cipher suite `openssl s_client` negotiates with `args` (`-ciphersuites ...` for TLS
+/// 1.3, `-tls1_2 -cipher ...` for TLS 1.2).
+async fn negotiated(port: u16, args: &[&str]) -> String {
+    let connect = format!("127.0.0.1:{port}");
+    let mut all = vec!["s_client", "-connect", connect.as_str()];
+    all.extend_from_slice(args);
+    let out = tokio::process::Command::new("openssl")
+        .args(&all)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.split_once(", Cipher is ")
+                .map(|(_, c)| c.trim().to_string())
+        })
+        .unwrap_or_else(|| format!("no cipher: {text} {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cipher_suites_prefer_aes128_unless_the_client_prefers_chacha() {
+    let app = TlsApp::spawn(|_| "[master]\ninfo = \"\"\n".to_string(), |_| {}).await;
+    for port in [app.ports.https, app.ports.mtls] {
+        // OpenSSL's own order (AES-256-GCM first): ours wins
+        assert_eq!(negotiated(port, &[]).await, "TLS_AES_128_GCM_SHA256");
+        let tls13 = |suites: &'static str| ["-ciphersuites", suites];
+        assert_eq!(
+            negotiated(
+                port,
+                &tls13(
+                    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+                )
+            )
+            .await,
+            "TLS_AES_128_GCM_SHA256"
+        );
+        // a client without AES instructions lists ChaCha20 first: its order is followed
+        assert_eq!(
+            negotiated(
+                port,
+                &tls13("TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256")
+            )
+            .await,
+            "TLS_CHACHA20_POLY1305_SHA256"
+        );
+        // only what the client offers is chosen
+        assert_eq!(
+            negotiated(
+                port,
+                &tls13("TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256")
+            )
+            .await,
+            "TLS_AES_256_GCM_SHA384"
+        );
+        // TLS 1.2 (the created certificate is RSA)
+        let tls12 = |suites: &'static str| ["-tls1_2", "-cipher", suites];
+        assert_eq!(
+            negotiated(
+                port,
+                &tls12("ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256")
+            )
+            .await,
+            "ECDHE-RSA-AES128-GCM-SHA256"
+        );
+        assert_eq!(
+            negotiated(
+                port,
+                &tls12("ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256")
+            )
+            .await,
+            "ECDHE-RSA-CHACHA20-POLY1305"
+        );
+    }
+    // and the connection serves requests as before
+    let r = tls_request(
+        app.ports.https,
+        "GET",
+        "/healthz",
+        b"",
+        &app.server_ca(),
+        None,
+    )
+    .await
+    .expect("request over HTTPS");
+    assert_eq!(r.status, 200);
+}
+
+// ---------------------------------------------------------------------------------------
 // Server certificate: created on first start, replaced files served without a restart
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

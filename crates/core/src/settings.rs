@@ -49,7 +49,7 @@ pub struct Settings {
     pub http_user: Option<String>,
     pub http_password: Option<String>,
     /// SIP accounts by line number (`lines.1`, `lines.2`, ...).
-    pub lines: BTreeMap<String, Line>,
+    pub lines: BTreeMap<String, Box<Line>>,
     /// Vendor parameters passed through verbatim: `raw.<vendor>."<key>" = "<value>"`.
     pub raw: BTreeMap<String, BTreeMap<String, toml::Value>>,
     /// Free variables for operator templates (`{{ vars.<name> }}`).

@@ -6,8 +6,9 @@
 //!   touch and expiry made through this process's store reaches the index. Changes are queued
 //!   and applied when the index lock is free (at the latest before the next list query), so a
 //!   saving task never waits for a running query.
-//! * A background task loads the index from [`Store::list_shallow`]; changes queued meanwhile
-//!   are replayed on top (they are absolute: a state, a deletion, a time), so nothing is lost.
+//! * A background task loads the index a page at a time ([`Store::list_shallow_page`],
+//!   without the message logs); changes queued meanwhile are replayed on top (they are
+//!   absolute: a state, a deletion, a time), so nothing is lost.
 //!   Until it is loaded, [`InventoryIndex::query`] answers `None` and the list falls back to
 //!   reading the store.
 //! * On PostgreSQL other replicas write too: every [`REFRESH_EVERY`] the task reads the devices
@@ -226,13 +227,42 @@ impl InventoryIndex {
     }
 }
 
+/// Devices read from the store per step of the first load.
+const LOAD_PAGE: usize = 10_000;
+
+/// Every stored device into a new index, a page at a time: what is held besides the index is
+/// one page of rows (the message logs are not read). `None` when the runtime goes away.
+async fn load(store: &Store) -> autoprov_store::Result<Option<Inventory>> {
+    let mut inv = Inventory::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_shallow_page(after.as_deref(), LOAD_PAGE).await?;
+        let done = page.len() < LOAD_PAGE;
+        after = page.last().map(|d| d.sn.clone());
+        // Building takes a while for many devices: off the async workers.
+        let built = tokio::task::spawn_blocking(move || {
+            for d in &page {
+                inv.upsert(d);
+            }
+            inv
+        })
+        .await;
+        let Ok(built) = built else { return Ok(None) };
+        inv = built;
+        if done {
+            return Ok(Some(inv));
+        }
+    }
+}
+
 /// Load the index, then (PostgreSQL) follow other replicas' changes while the index lives.
 async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Duration, Duration)) {
     let mut last_refresh;
     loop {
         let started = crate::app::now();
-        let states = match store.list_shallow().await {
-            Ok(s) => s,
+        let fresh = match load(&store).await {
+            Ok(Some(inv)) => inv,
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load the device inventory index; retrying");
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -244,8 +274,6 @@ async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Durat
         };
         let Some(shared) = weak.upgrade() else { return };
         let done = tokio::task::spawn_blocking(move || {
-            let fresh = Inventory::from_states(&states);
-            drop(states);
             let mut inv = shared.write();
             *inv = fresh;
             let again = std::mem::take(

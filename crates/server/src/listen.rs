@@ -233,14 +233,21 @@ async fn serve_connection(
     };
     match (&ctx.tls, ctx.kind) {
         (Some(tls), ListenerKind::Https | ListenerKind::Mtls) => {
-            let config = if ctx.kind == ListenerKind::Mtls {
-                tls.mtls.clone()
+            let configs = if ctx.kind == ListenerKind::Mtls {
+                &tls.mtls
             } else {
-                tls.https.clone()
+                &tls.https
             };
             let timeout = Duration::from_secs(site.config.tls.handshake_timeout.max(1));
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            // The ClientHello first: the cipher suite order depends on it.
+            let handshake = async {
+                let acceptor =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                let start = acceptor.await?;
+                let config = configs.for_hello(&start.client_hello());
+                start.into_stream(config).await
+            };
+            let stream = match tokio::time::timeout(timeout, handshake).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%peer, local = %ctx.local, error = %e, "TLS handshake failed");

@@ -11,6 +11,12 @@
 //!   (`[ca] cert`), both reloaded when they change ([`ClientTrust`]), and the result reaches
 //!   handlers as a typed [`ClientCert`].
 //!
+//! * Cipher suites ([`Configs::for_hello`]): AES-128-GCM first (its SHA-256 key schedule
+//!   runs on the SHA instructions of current CPUs; AES-256-GCM-SHA384's SHA-384 does not), then
+//!   AES-256-GCM, then ChaCha20-Poly1305, unless the client lists ChaCha20 first among the
+//!   suites it shares with us: a phone without AES instructions says so that way, and then
+//!   its order is followed.
+//!
 //! Must not decide what a device gets; that is the engine's job with the [`ClientCert`].
 
 use std::path::PathBuf;
@@ -433,9 +439,59 @@ impl ClientCertVerifier for AskClientCert {
 /// Everything the TLS listeners of one server share.
 #[derive(Debug, Clone)]
 pub struct TlsSetup {
-    pub https: Arc<ServerConfig>,
-    pub mtls: Arc<ServerConfig>,
+    pub https: Configs,
+    pub mtls: Configs,
     pub trust: Arc<ClientTrust>,
+}
+
+/// A listener's configuration in its two cipher suite orders (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Configs {
+    /// Our order: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305.
+    pub ours: Arc<ServerConfig>,
+    /// The client's order.
+    pub clients: Arc<ServerConfig>,
+}
+
+impl Configs {
+    /// The configuration for a client that sent `hello`: the client's order when the first
+    /// suite it lists that we support is a ChaCha20 one, ours otherwise.
+    pub fn for_hello(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
+        let supported = &self.ours.crypto_provider().cipher_suites;
+        let first = hello
+            .cipher_suites()
+            .iter()
+            .find(|c| supported.iter().any(|s| s.suite() == **c));
+        if first.is_some_and(|c| is_chacha(*c)) {
+            self.clients.clone()
+        } else {
+            self.ours.clone()
+        }
+    }
+}
+
+fn is_chacha(c: rustls::CipherSuite) -> bool {
+    format!("{c:?}").contains("CHACHA20")
+}
+
+/// `provider` with its cipher suites in our order (per protocol version, as they were):
+/// AES-128-GCM, AES-256-GCM, then the rest (ChaCha20-Poly1305).
+fn our_order(provider: &CryptoProvider) -> CryptoProvider {
+    let rank = |s: &rustls::SupportedCipherSuite| {
+        let name = format!("{:?}", s.suite());
+        let version = u8::from(matches!(s, rustls::SupportedCipherSuite::Tls12(_)));
+        let cipher = if name.contains("AES_128_GCM") {
+            0
+        } else if name.contains("AES_256_GCM") {
+            1
+        } else {
+            2
+        };
+        (version, cipher)
+    };
+    let mut p = provider.clone();
+    p.cipher_suites.sort_by_key(rank);
+    p
 }
 
 impl TlsSetup {
@@ -444,9 +500,15 @@ impl TlsSetup {
     pub fn new(site: Arc<Site>) -> Result<TlsSetup, TlsError> {
         ensure_server_cert(&site)?;
         let provider = pki::provider();
+        let ours = Arc::new(our_order(&provider));
         let resolver = Arc::new(FileCertResolver::new(site.clone(), provider.clone())?);
-        let config = |verifier: Option<Arc<dyn ClientCertVerifier>>| {
-            let b = ServerConfig::builder_with_provider(provider.clone())
+        let config = |verifier: Option<Arc<dyn ClientCertVerifier>>, in_our_order: bool| {
+            let p = if in_our_order {
+                ours.clone()
+            } else {
+                provider.clone()
+            };
+            let b = ServerConfig::builder_with_provider(p)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| TlsError::Config(e.to_string()))?;
             let b = match verifier {
@@ -455,14 +517,21 @@ impl TlsSetup {
             };
             let mut c = b.with_cert_resolver(resolver.clone());
             c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            c.ignore_client_order = in_our_order;
             Ok::<_, TlsError>(Arc::new(c))
         };
-        let ask = Arc::new(AskClientCert {
+        let configs = |verifier: Option<Arc<dyn ClientCertVerifier>>| {
+            Ok::<_, TlsError>(Configs {
+                ours: config(verifier.clone(), true)?,
+                clients: config(verifier, false)?,
+            })
+        };
+        let ask: Arc<dyn ClientCertVerifier> = Arc::new(AskClientCert {
             provider: provider.clone(),
         });
         Ok(TlsSetup {
-            https: config(None)?,
-            mtls: config(Some(ask))?,
+            https: configs(None)?,
+            mtls: configs(Some(ask))?,
             trust: Arc::new(ClientTrust::new(site, provider)),
         })
     }

@@ -21,10 +21,17 @@ use sqlx::{Any, AnyConnection, Transaction};
 use crate::decode::{i64_or_zero, nf, opt_i64, opt_string, string_or_empty};
 use crate::{Result, Store};
 
-const DEVICE_COLUMNS: &str = "sn, seen, phase, nextphase, skipnext, requested, device_type, \
-     classes, ip, rp, proxy, realip, hwid, device_phase, environments, backup, certstat, \
-     request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, boot_requested_at, \
-     vendor, model, first_seen, msgs";
+/// The device row without its message log (what lists of many devices read).
+macro_rules! shallow_columns {
+    () => {
+        "sn, seen, phase, nextphase, skipnext, requested, device_type, \
+         classes, ip, rp, proxy, realip, hwid, device_phase, environments, backup, certstat, \
+         request_downloaded, fw_build, fw_requested, fw_requested_at, boot_build, \
+         boot_requested_at, vendor, model, first_seen"
+    };
+}
+const SHALLOW_COLUMNS: &str = shallow_columns!();
+const DEVICE_COLUMNS: &str = concat!(shallow_columns!(), ", msgs");
 
 const UPSERT_DEVICE_HEAD: &str = "INSERT INTO devices (sn, seen, phase, nextphase, skipnext, \
      requested, device_type, classes, ip, rp, proxy, realip, hwid, device_phase, environments, \
@@ -405,14 +412,53 @@ impl Store {
     }
 
     /// All devices without their children (vars, messages, scripts, queries), ordered by
-    /// serial: one query, for inventory lists of many devices.
+    /// serial: for inventory lists of many devices. Read a page at a time (see
+    /// [`Store::list_shallow_page`]), so that only the result is held at once.
     pub async fn list_shallow(&self) -> Result<Vec<DeviceState>> {
+        let mut out: Vec<DeviceState> = Vec::new();
+        loop {
+            let page = self
+                .list_shallow_page(out.last().map(|d| d.sn.as_str()), SHALLOW_PAGE)
+                .await?;
+            let done = page.len() < SHALLOW_PAGE;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Up to `limit` devices as [`Store::list_shallow`] has them, those after serial `after`
+    /// (from the first without), in the database's order of serials: a consumer of every
+    /// device (the inventory index) holds one page of rows at a time.
+    pub async fn list_shallow_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceState>> {
         let _flushed = self.flushed().await?;
-        let rows = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY sn"))
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(rows.iter().map(device_from_row).collect())
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(&format!(
+                    "SELECT {SHALLOW_COLUMNS} FROM devices WHERE sn > $1 ORDER BY sn LIMIT $2"
+                ))
+                .bind(after.to_string())
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {SHALLOW_COLUMNS} FROM devices ORDER BY sn LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await
+            }
+        }
+        .map_err(|e| self.err(e))?;
+        Ok(rows.iter().map(shallow_from_row).collect())
     }
 
     /// Devices (without children, as [`Store::list_shallow`]) last seen at or after `since`:
@@ -421,13 +467,13 @@ impl Store {
     pub async fn list_shallow_since(&self, since: i64) -> Result<Vec<DeviceState>> {
         let _flushed = self.flushed().await?;
         let rows = sqlx::query(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices WHERE seen >= $1 ORDER BY sn"
+            "SELECT {SHALLOW_COLUMNS} FROM devices WHERE seen >= $1 ORDER BY sn"
         ))
         .bind(since)
         .fetch_all(self.pool())
         .await
         .map_err(|e| self.err(e))?;
-        Ok(rows.iter().map(device_from_row).collect())
+        Ok(rows.iter().map(shallow_from_row).collect())
     }
 
     /// The serials of all devices, in byte order (for views that must notice deletions made
@@ -755,7 +801,17 @@ const QUERIES: Child = Child {
     order: "sn, pos, id",
 };
 
+/// Rows of [`Store::list_shallow`] read at once.
+const SHALLOW_PAGE: usize = 10_000;
+
 fn device_from_row(row: &AnyRow) -> DeviceState {
+    let mut state = shallow_from_row(row);
+    state.msgs = messages_from_json(&string_or_empty(row, "devices", "msgs"));
+    state
+}
+
+/// A device row of [`SHALLOW_COLUMNS`]: everything but the message log and the children.
+fn shallow_from_row(row: &AnyRow) -> DeviceState {
     let t = "devices";
     DeviceState {
         sn: string_or_empty(row, t, "sn"),
@@ -788,7 +844,7 @@ fn device_from_row(row: &AnyRow) -> DeviceState {
             build: opt_string(row, t, "boot_build"),
             requested_at: opt_i64(row, t, "boot_requested_at"),
         },
-        msgs: messages_from_json(&string_or_empty(row, t, "msgs")),
+        msgs: Vec::new(),
         scripts: Vec::new(),
         queries: Vec::new(),
         vendor: opt_string(row, t, "vendor"),

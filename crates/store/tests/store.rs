@@ -149,6 +149,52 @@ async fn released_memory_leaves_the_store_working() {
     assert_eq!(store.load(&t.sn).await.unwrap().unwrap(), t);
 }
 
+/// Lists of many devices read pages of rows without message logs: the pages cover every
+/// device once, in order, including states still queued for writing.
+#[tokio::test]
+async fn shallow_pages_cover_every_device_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_test(&dir).await;
+    let mut sns: Vec<String> = (0..11).map(|i| format!("00-90-33-30-01-{i:02x}")).collect();
+    for sn in &sns {
+        store.save(&full_state(sn)).await.unwrap();
+    }
+    sns.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_shallow_page(after.as_deref(), 4).await.unwrap();
+        assert!(page.len() <= 4);
+        for d in &page {
+            assert!(
+                d.msgs.is_empty() && d.scripts.is_empty(),
+                "{}: shallow",
+                d.sn
+            );
+            assert_eq!(d.device.device_type, full_state(&d.sn).device.device_type);
+        }
+        seen.extend(page.iter().map(|d| d.sn.clone()));
+        if page.len() < 4 {
+            break;
+        }
+        after = page.last().map(|d| d.sn.clone());
+    }
+    assert_eq!(seen, sns);
+    let all: Vec<String> = store
+        .list_shallow()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.sn)
+        .collect();
+    assert_eq!(all, sns);
+    assert!(store
+        .list_shallow_page(Some(sns.last().unwrap()), 4)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test]
 async fn save_twice_replaces_children() {
     let dir = tempfile::tempdir().unwrap();
