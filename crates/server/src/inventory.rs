@@ -12,8 +12,8 @@
 //!   Until it is loaded, [`InventoryIndex::query`] answers `None` and the list falls back to
 //!   reading the store.
 //! * On PostgreSQL other replicas write too: every [`REFRESH_EVERY`] the task reads the devices
-//!   seen since the last refresh (minus [`CLOCK_SLACK`]), and every [`RECONCILE_EVERY`] it drops
-//!   devices the database no longer has. On SQLite (one server) both happen every
+//!   seen since the last refresh (minus [`CLOCK_SLACK`]; a page at a time), and every
+//!   [`RECONCILE_EVERY`] it drops devices the database no longer has. On SQLite (one server) both happen every
 //!   [`RECONCILE_EVERY`], for changes other processes make (`autoprov devices forget`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -255,6 +255,42 @@ async fn load(store: &Store) -> autoprov_store::Result<Option<Inventory>> {
     }
 }
 
+/// Queue the devices seen since `since` as changes of the index, a page at a time (after a
+/// boot storm that is every device). `Ok(false)` when the index is gone.
+async fn refresh_from(
+    store: &Store,
+    weak: &Weak<Shared>,
+    since: i64,
+) -> autoprov_store::Result<bool> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .list_shallow_since_page(since, after.as_deref(), LOAD_PAGE)
+            .await?;
+        let Some(shared) = weak.upgrade() else {
+            return Ok(false);
+        };
+        let done = page.len() < LOAD_PAGE;
+        after = page.last().map(|d| d.sn.clone());
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .changes
+            .extend(
+                page.iter()
+                    .map(|d| Change::Saved(Box::new(DeviceSummary::from_state(d)))),
+            );
+        drop(page);
+        if let Ok(mut inv) = shared.inv.try_write() {
+            shared.drain(&mut inv);
+        }
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
 /// Load the index, then (PostgreSQL) follow other replicas' changes while the index lives.
 async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Duration, Duration)) {
     let mut last_refresh;
@@ -315,21 +351,9 @@ async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Durat
             return;
         }
         let started = crate::app::now();
-        match store.list_shallow_since(last_refresh - CLOCK_SLACK).await {
-            Ok(states) => {
-                let Some(shared) = weak.upgrade() else { return };
-                let mut p = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-                p.changes.extend(
-                    states
-                        .iter()
-                        .map(|d| Change::Saved(Box::new(DeviceSummary::from_state(d)))),
-                );
-                drop(p);
-                if let Ok(mut inv) = shared.inv.try_write() {
-                    shared.drain(&mut inv);
-                }
-                last_refresh = started;
-            }
+        match refresh_from(&store, &weak, last_refresh - CLOCK_SLACK).await {
+            Ok(true) => last_refresh = started,
+            Ok(false) => return,
             Err(e) => tracing::warn!(error = %e, "cannot refresh the device inventory index"),
         }
         if last_reconcile.elapsed() < reconcile {

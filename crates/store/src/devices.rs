@@ -436,43 +436,61 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeviceState>> {
-        let _flushed = self.flushed().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = match after {
-            Some(after) => {
-                sqlx::query(&format!(
-                    "SELECT {SHALLOW_COLUMNS} FROM devices WHERE sn > $1 ORDER BY sn LIMIT $2"
-                ))
-                .bind(after.to_string())
-                .bind(limit)
-                .fetch_all(self.pool())
-                .await
-            }
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {SHALLOW_COLUMNS} FROM devices ORDER BY sn LIMIT $1"
-                ))
-                .bind(limit)
-                .fetch_all(self.pool())
-                .await
-            }
-        }
-        .map_err(|e| self.err(e))?;
-        Ok(rows.iter().map(shallow_from_row).collect())
+        self.shallow_page(None, after, limit).await
     }
 
-    /// Devices (without children, as [`Store::list_shallow`]) last seen at or after `since`:
-    /// what other replicas changed recently, for views kept in memory. Queued states of this
-    /// process are included.
-    pub async fn list_shallow_since(&self, since: i64) -> Result<Vec<DeviceState>> {
+    /// [`Store::list_shallow_page`] of the devices last seen at or after `since`: what other
+    /// replicas changed recently, for views kept in memory. Queued states of this process
+    /// are included.
+    pub async fn list_shallow_since_page(
+        &self,
+        since: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceState>> {
+        self.shallow_page(Some(since), after, limit).await
+    }
+
+    async fn shallow_page(
+        &self,
+        since: Option<i64>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeviceState>> {
         let _flushed = self.flushed().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {SHALLOW_COLUMNS} FROM devices WHERE seen >= $1 ORDER BY sn"
-        ))
-        .bind(since)
-        .fetch_all(self.pool())
-        .await
-        .map_err(|e| self.err(e))?;
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if since.is_some() {
+            conditions.push(format!("seen >= {}", next()));
+        }
+        if after.is_some() {
+            conditions.push(format!("sn > {}", next()));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {} ", conditions.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {SHALLOW_COLUMNS} FROM devices {filter}ORDER BY sn LIMIT {}",
+            next()
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some(since) = since {
+            q = q.bind(since);
+        }
+        if let Some(after) = after {
+            q = q.bind(after.to_string());
+        }
+        let rows = q
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(rows.iter().map(shallow_from_row).collect())
     }
 

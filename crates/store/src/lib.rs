@@ -120,7 +120,7 @@ pub struct Store {
 /// Something that keeps a view of the devices (the server's inventory index) and wants to hear
 /// about every change made through this process's [`Store`]. Calls happen on the saving task,
 /// so they must be quick and must not block. Changes made by other processes or replicas are
-/// not reported; poll [`Store::list_shallow_since`] for those.
+/// not reported; poll [`Store::list_shallow_since_page`] for those.
 pub trait StoreObserver: Send + Sync {
     /// `state` was saved (queued or written).
     fn saved(&self, state: &autoprov_core::state::DeviceState);

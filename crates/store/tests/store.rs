@@ -193,6 +193,31 @@ async fn shallow_pages_cover_every_device_once() {
         .await
         .unwrap()
         .is_empty());
+    // only those seen since a time, paged the same way
+    let mut recent = full_state(&sns[5]);
+    recent.seen += 100;
+    store.save(&recent).await.unwrap();
+    let mut late = full_state(&sns[9]);
+    late.seen += 200;
+    store.save(&late).await.unwrap();
+    let since = recent.seen;
+    let first = store.list_shallow_since_page(since, None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].sn, sns[5]);
+    assert_eq!(first[0].seen, recent.seen);
+    let rest = store
+        .list_shallow_since_page(since, Some(&sns[5]), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|d| d.sn.as_str()).collect::<Vec<_>>(),
+        [sns[9].as_str()]
+    );
+    assert!(store
+        .list_shallow_since_page(late.seen + 1, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
