@@ -114,14 +114,34 @@ impl<'a> Node<'a> {
 struct Validator<'a> {
     file: &'a str,
     text: &'a str,
-    doc: Option<&'a ImDocument<&'a str>>,
+    /// The parsed document, for positions: parsed on the first diagnostic (a configuration
+    /// without any is not parsed twice; with 100 000 `[devices]` the second parse took as
+    /// long as the first). `None` inside when the text does not parse.
+    doc: std::cell::OnceCell<Option<ImDocument<&'a str>>>,
     diags: Vec<Diagnostic>,
+}
+
+impl<'a> Validator<'a> {
+    fn new(file: &'a str, text: &'a str) -> Validator<'a> {
+        Validator {
+            file,
+            text,
+            doc: std::cell::OnceCell::new(),
+            diags: Vec::new(),
+        }
+    }
+
+    fn doc(&self) -> Option<&ImDocument<&'a str>> {
+        self.doc
+            .get_or_init(|| ImDocument::parse(self.text).ok())
+            .as_ref()
+    }
 }
 
 impl Validator<'_> {
     /// Line and column of the deepest node of `path` that is present in the file.
     fn locate(&self, path: &[Seg<'_>]) -> (usize, usize) {
-        let Some(doc) = self.doc else {
+        let Some(doc) = self.doc() else {
             return (1, 1);
         };
         let mut node = Node::Item(doc.as_item());
@@ -142,7 +162,7 @@ impl Validator<'_> {
 
     /// Whether the value at `path` is written in the file.
     fn present(&self, path: &[Seg<'_>]) -> bool {
-        let Some(doc) = self.doc else {
+        let Some(doc) = self.doc() else {
             return false;
         };
         let mut node = Node::Item(doc.as_item());
@@ -883,13 +903,7 @@ pub fn check_firmware_images(
 
 /// Run checks over a parsed document and return their diagnostics sorted by position.
 fn run_validator(file: &str, text: &str, f: impl FnOnce(&mut Validator<'_>)) -> Vec<Diagnostic> {
-    let doc = ImDocument::parse(text).ok();
-    let mut v = Validator {
-        file,
-        text,
-        doc: doc.as_ref(),
-        diags: Vec::new(),
-    };
+    let mut v = Validator::new(file, text);
     f(&mut v);
     let mut diags = v.diags;
     diags.sort_by_key(|d| (d.line, d.column));
@@ -1455,15 +1469,13 @@ valid_days = 0
         assert_eq!(diags(text), vec![]);
         // Without a document everything is at 1:1; with one, a value that is not in the file
         // is reported at its table's header, and a missing table at 1:1.
-        let mut v = Validator {
-            file: "f",
-            text,
-            doc: None,
-            diags: vec![],
+        let v = Validator {
+            doc: std::cell::OnceCell::from(None),
+            ..Validator::new("f", text)
         };
         assert_eq!(v.locate(&[K("times"), K("allow")]), (1, 1));
-        let doc = ImDocument::parse(text).unwrap();
-        v.doc = Some(&doc);
+        let v = Validator::new("f", text);
+        assert!(v.doc.get().is_none(), "parsed only when asked");
         assert_eq!(v.locate(&[K("times"), K("allow")]), (3, 1));
         assert_eq!(v.locate(&[K("times"), K("forcehttps")]), (4, 14));
         assert_eq!(v.locate(&[K("phases"), I(0), K("id")]), (1, 1));
