@@ -13,8 +13,12 @@
 //!   reading the store.
 //! * On PostgreSQL other replicas write too: every [`REFRESH_EVERY`] the task reads the devices
 //!   seen since the last refresh (minus [`CLOCK_SLACK`]; a page at a time), and every
-//!   [`RECONCILE_EVERY`] it drops devices the database no longer has. On SQLite (one server) both happen every
-//!   [`RECONCILE_EVERY`], for changes other processes make (`autoprov devices forget`).
+//!   [`RECONCILE_EVERY`] it drops devices the database no longer has. On SQLite (one server)
+//!   only other processes' writes (`autoprov devices forget`, `notify`) need reading: the
+//!   store notices them ([`Store::foreign_device_writes`]), and within [`REFRESH_EVERY`] of one
+//!   the task does both; without such writes it reads nothing (after a boot storm, reading
+//!   every device seen in the last minute, every minute, was most of an idle server's work).
+//!   A store that cannot notice them is read every [`RECONCILE_EVERY`], as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -338,11 +342,19 @@ async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Durat
         }
     }
     // PostgreSQL: other replicas write all the time. SQLite: one server, but other processes
-    // (`autoprov devices forget`, an import) may change the file now and then.
-    let refresh = if store.backend() == Backend::Postgres {
-        refresh
+    // (`autoprov devices forget`, an import) may change the file now and then; the store
+    // notices those writes (`Store::foreign_device_writes`), so the index reads the database
+    // only after one, soon after it. A store that notices nothing is read every `reconcile`.
+    let sqlite = store.backend() == Backend::Sqlite;
+    let mut foreign = if sqlite {
+        store.foreign_device_writes()
     } else {
+        None
+    };
+    let refresh = if sqlite && foreign.is_none() {
         reconcile
+    } else {
+        refresh
     };
     let mut last_reconcile = tokio::time::Instant::now();
     loop {
@@ -351,12 +363,26 @@ async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Durat
             return;
         }
         let started = crate::app::now();
+        let mut reconcile_now = last_reconcile.elapsed() >= reconcile;
+        if let Some(seen) = foreign {
+            // Taken before reading, so a write noticed meanwhile is read again next time.
+            let now = store
+                .foreign_device_writes()
+                .unwrap_or(seen.wrapping_add(1));
+            if now == seen {
+                // Nothing written elsewhere: this process's own changes are in the index.
+                last_refresh = started;
+                continue;
+            }
+            foreign = Some(now);
+            reconcile_now = true;
+        }
         match refresh_from(&store, &weak, last_refresh - CLOCK_SLACK).await {
             Ok(true) => last_refresh = started,
             Ok(false) => return,
             Err(e) => tracing::warn!(error = %e, "cannot refresh the device inventory index"),
         }
-        if last_reconcile.elapsed() < reconcile {
+        if !reconcile_now {
             continue;
         }
         last_reconcile = tokio::time::Instant::now();
@@ -431,6 +457,52 @@ mod tests {
         assert_eq!(index.query(q("")).await.unwrap().total, 1);
         store.expire(1000).await.unwrap();
         assert_eq!(index.query(q("")).await.unwrap().total, 0);
+    }
+
+    /// On SQLite, another process's changes (the CLI next to the server: a device saved, one
+    /// forgotten) reach the index soon after they are noticed, long before the reconcile
+    /// interval that used to be the only way.
+    #[tokio::test]
+    async fn follows_other_processes_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("autoprov.db");
+        let server = Store::open_with(
+            &file,
+            &autoprov_store::StoreOptions {
+                write_behind: Some(Duration::from_millis(20)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let cli = Store::open(&file).await.unwrap();
+        let now = crate::app::now();
+        server
+            .save(&DeviceState::new("00-90-33-00-00-01", now))
+            .await
+            .unwrap();
+        let index = InventoryIndex::with_intervals(
+            &server,
+            Duration::from_millis(50),
+            Duration::from_secs(3600),
+        );
+        loaded(&index).await;
+        assert_eq!(index.query(q("")).await.unwrap().total, 1);
+        let mut d = DeviceState::new("00-90-33-00-00-02", now);
+        d.device.ip = Some("172.16.9.9".into());
+        cli.save(&d).await.unwrap();
+        cli.delete("00-90-33-00-00-01").await.unwrap();
+        let mut ok = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let page = index.query(q("")).await.unwrap();
+            if page.total == 1 && page.rows[0].sn == d.sn {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "the index follows the other process");
+        assert_eq!(index.query(q("172.16.")).await.unwrap().total, 1);
     }
 
     /// Another replica's saves and deletions reach the index (PostgreSQL only: runs when

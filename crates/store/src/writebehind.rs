@@ -57,6 +57,9 @@ pub(crate) struct WriteBehind {
     /// look (nothing is trusted until then).
     known_generation: Mutex<Option<i64>>,
     next_gen: AtomicU64,
+    /// How often another process's device write was noticed (see
+    /// [`Store::foreign_device_writes`]).
+    foreign: AtomicU64,
     /// Held while a batch is written, and by operations that must not race one.
     pub(crate) flush_lock: Arc<tokio::sync::Mutex<()>>,
     /// Devices with notes another process left (`device_notes`), with the newest note's id:
@@ -206,6 +209,7 @@ impl WriteBehind {
             notes: Mutex::new(HashMap::new()),
             notes_check: std::sync::atomic::AtomicBool::new(true),
             next_gen: AtomicU64::new(1),
+            foreign: AtomicU64::new(0),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             stop: tokio::sync::Notify::new(),
         });
@@ -257,18 +261,23 @@ impl WriteBehind {
     /// The queued or clean state of `sn`, if any. A clean copy is handed over, not copied
     /// (the caller is about to change it and save it again; the database has it meanwhile).
     pub(crate) fn take(&self, sn: &str) -> Option<Arc<DeviceState>> {
-        // Another process wrote devices since the last look: the copies may be stale, and it
-        // may have left notes (see `Store::append_note`).
-        let others_wrote = self.watch.as_ref().is_some_and(|w| w.changed());
         let mut q = self.lock();
-        if others_wrote {
-            q.clear_clean();
-            self.notes_check.store(true, Ordering::Release);
-        }
+        self.look_for_others(&mut q);
         if let Some(d) = q.dirty.get(sn) {
             return Some(d.state.clone());
         }
         q.remove_clean(sn)
+    }
+
+    /// Another process wrote devices since the last look (the change signal, drained without
+    /// waiting): the copies may be stale, and it may have left notes (see
+    /// `Store::append_note`).
+    fn look_for_others(&self, q: &mut Queues) {
+        if self.watch.as_ref().is_some_and(|w| w.changed()) {
+            q.clear_clean();
+            self.notes_check.store(true, Ordering::Release);
+            self.foreign.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Whether notes may wait for `sn` (see [`Self::notes`]).
@@ -381,7 +390,15 @@ impl WriteBehind {
             .known_generation
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        if *known == Some(now) {
+            // Noted already (a flush through a handle with a queue notes its batch's move
+            // in `write_states` and again after it): only this write could move it there.
+            return;
+        }
         if known.is_none() || *known != before {
+            if known.is_some() {
+                self.foreign.fetch_add(1, Ordering::AcqRel);
+            }
             self.drop_clean();
         }
         *known = Some(now);
@@ -409,6 +426,17 @@ impl Store {
         if let Some(wb) = &self.wb {
             wb.drop_clean();
         }
+    }
+
+    /// A counter of the device writes of other processes this one has noticed (the change
+    /// signal, or the `devices_generation` counter moved by someone else; checked here and
+    /// every write-behind window). It moves at least once after every such write, so a
+    /// reader of all devices that saw the same value before need not read them again.
+    /// `None` without write-behind: nothing is noticed, anything may have changed.
+    pub fn foreign_device_writes(&self) -> Option<u64> {
+        let wb = self.wb.as_ref()?;
+        wb.look_for_others(&mut wb.lock());
+        Some(wb.foreign.load(Ordering::Acquire))
     }
 
     /// Estimated bytes of the clean copies (0 without write-behind).
@@ -580,6 +608,9 @@ impl Store {
     /// Compare the `devices_generation` counter with what this process last knew; drop the
     /// clean copies when another writer moved it.
     pub(crate) async fn check_generation(&self, wb: &WriteBehind) -> Result<()> {
+        // This process's own direct writes (delete, touch, expire) hold the flush lock from
+        // before their counter move until they noted it: not mistaken for another writer's.
+        let _guard = wb.flush_lock.lock().await;
         let now = self.generation().await?;
         let mut known = wb
             .known_generation
@@ -588,6 +619,7 @@ impl Store {
         if *known != Some(now) {
             if known.is_some() {
                 tracing::debug!("devices changed by another process; clean states dropped");
+                wb.foreign.fetch_add(1, Ordering::AcqRel);
             }
             *known = Some(now);
             drop(known);

@@ -1185,3 +1185,66 @@ async fn note_rows(raw: &mut sqlx::SqliteConnection) -> i64 {
         .unwrap();
     n
 }
+
+/// `foreign_device_writes` moves after another process's device write (at once with the change
+/// signal, within a window through the change counter) and never for this process's own
+/// writes; a store without write-behind notices nothing and says so.
+#[tokio::test]
+async fn foreign_device_writes_count_other_processes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        write_behind: Some(Duration::from_millis(30)),
+        ..StoreOptions::default()
+    };
+    let server = Store::open_with(&db(&dir), &opts).await.unwrap();
+    let cli = Store::open(&db(&dir)).await.unwrap();
+    assert_eq!(cli.foreign_device_writes(), None);
+    // Let the flusher take its first look at the counter.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = server.foreign_device_writes().unwrap();
+
+    // Own writes: queued saves, direct changes, several windows. An explicit flush keeps
+    // the clean copies of earlier batches (it once took its own batch for another writer's).
+    let mut s = full_state("00-90-33-30-00-af");
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    server
+        .save(&DeviceState::new("00-90-33-00-00-0b", 5))
+        .await
+        .unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(server.clean_states(), 2);
+    s.seen += 1;
+    server.save(&s).await.unwrap();
+    assert!(server.touch(&s.sn, s.seen + 1).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server
+        .save(&DeviceState::new("00-90-33-00-00-09", 5))
+        .await
+        .unwrap();
+    assert!(server.delete("00-90-33-00-00-09").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(server.foreign_device_writes(), Some(start), "own writes");
+
+    // The CLI's write: noticed by the very next look.
+    assert!(cli.delete(&s.sn).await.unwrap());
+    let after_cli = server.foreign_device_writes().unwrap();
+    assert!(after_cli > start, "{after_cli} > {start}");
+
+    // A second writer with write-behind of its own (no signal): within a few windows.
+    let other_server = Store::open_with(&db(&dir), &opts).await.unwrap();
+    other_server
+        .save(&DeviceState::new("00-90-33-00-00-0a", 9))
+        .await
+        .unwrap();
+    other_server.flush().await.unwrap();
+    let mut now = after_cli;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = server.foreign_device_writes().unwrap();
+        if now > after_cli {
+            break;
+        }
+    }
+    assert!(now > after_cli, "the other writer is noticed");
+}
