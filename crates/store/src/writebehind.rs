@@ -261,23 +261,30 @@ impl WriteBehind {
     /// The queued or clean state of `sn`, if any. A clean copy is handed over, not copied
     /// (the caller is about to change it and save it again; the database has it meanwhile).
     pub(crate) fn take(&self, sn: &str) -> Option<Arc<DeviceState>> {
+        // Drained before taking the lock: the queue's lock is not held across a system call.
+        let others_wrote = self.others_wrote();
         let mut q = self.lock();
-        self.look_for_others(&mut q);
+        if others_wrote {
+            self.after_others_wrote(&mut q);
+        }
         if let Some(d) = q.dirty.get(sn) {
             return Some(d.state.clone());
         }
         q.remove_clean(sn)
     }
 
-    /// Another process wrote devices since the last look (the change signal, drained without
-    /// waiting): the copies may be stale, and it may have left notes (see
-    /// `Store::append_note`).
-    fn look_for_others(&self, q: &mut Queues) {
-        if self.watch.as_ref().is_some_and(|w| w.changed()) {
-            q.clear_clean();
-            self.notes_check.store(true, Ordering::Release);
-            self.foreign.fetch_add(1, Ordering::AcqRel);
-        }
+    /// Whether another process wrote devices since the last look (the change signal,
+    /// drained without waiting).
+    fn others_wrote(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.changed())
+    }
+
+    /// Another process wrote devices: the copies may be stale, and it may have left notes
+    /// (see `Store::append_note`).
+    fn after_others_wrote(&self, q: &mut Queues) {
+        q.clear_clean();
+        self.notes_check.store(true, Ordering::Release);
+        self.foreign.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether notes may wait for `sn` (see [`Self::notes`]).
@@ -435,7 +442,9 @@ impl Store {
     /// `None` without write-behind: nothing is noticed, anything may have changed.
     pub fn foreign_device_writes(&self) -> Option<u64> {
         let wb = self.wb.as_ref()?;
-        wb.look_for_others(&mut wb.lock());
+        if wb.others_wrote() {
+            wb.after_others_wrote(&mut wb.lock());
+        }
         Some(wb.foreign.load(Ordering::Acquire))
     }
 
@@ -556,22 +565,37 @@ impl Store {
                 forgotten.extend(gone);
             }
             written += chunk.len();
-            let mut q = wb.lock();
-            for (sn, done) in chunk.iter().filter(|(sn, _)| !forgotten.contains(sn)) {
-                if let Some(upto) = done.state.notes_upto {
+            let done: Vec<(&String, &Queued)> = chunk
+                .iter()
+                .filter(|(sn, _)| !forgotten.contains(sn))
+                .map(|(sn, d)| (sn, d))
+                .collect();
+            for (sn, d) in &done {
+                if let Some(upto) = d.state.notes_upto {
                     wb.notes_written(sn, upto);
                 }
-                if wb.clean_cap > 0 {
-                    q.children.insert(sn.clone(), children_print(&done.state));
+            }
+            // Fingerprints and weights before taking the lock: requests wait for it.
+            let sums: Vec<(u64, usize)> = if wb.clean_cap > 0 {
+                done.iter()
+                    .map(|(_, d)| (children_print(&d.state), weight(&d.state)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut q = wb.lock();
+            for (i, (sn, done)) in done.iter().enumerate() {
+                if let Some((print, _)) = sums.get(i) {
+                    q.children.insert((*sn).clone(), *print);
                 }
                 if q.dirty
-                    .get(sn)
+                    .get(*sn)
                     .is_some_and(|now| now.generation == done.generation)
                 {
-                    q.dirty.remove(sn);
-                    if wb.clean_cap > 0 {
-                        let w = weight(&done.state);
-                        if let Some((_, old)) = q.clean.insert(sn.clone(), (done.state.clone(), w))
+                    q.dirty.remove(*sn);
+                    if let Some(&(_, w)) = sums.get(i) {
+                        if let Some((_, old)) =
+                            q.clean.insert((*sn).clone(), (done.state.clone(), w))
                         {
                             q.clean_bytes -= old;
                         }
