@@ -77,52 +77,33 @@ pub struct SitePorts {
 /// system mounted over a cached directory, and (watched only) writes through a shared
 /// `mmap` and a hard link made to a cached file after it was read; the site directory itself
 /// is expected to stay in place (the database lives there too).
-///
-/// Requests on different threads share it without waiting for each other on the warm path:
-/// the memo is behind a read-write lock (a hit takes it shared), the inotify queue is drained
-/// under a lock of its own, and the listings and files behind another.
 #[derive(Clone)]
-pub struct ScriptCache(Arc<Shared>);
-
-struct Shared {
-    /// Listings, files and watches (the cold path).
-    inner: std::sync::Mutex<CacheInner>,
-    /// Held while the inotify queue is read and what it gave is taken in: a request that
-    /// drains after another has taken events relevant to it waits until they are applied.
-    drain: std::sync::Mutex<()>,
-    /// The instance of `CacheInner::watches`, to read without holding `inner`.
-    inotify: Option<Arc<sys::Inotify>>,
-    /// Bumped (under `inner`) by every drain that saw an event. An entry read from disk is
-    /// only inserted if no event was drained since before the read began: otherwise the
-    /// event that should have dropped it may already have been consumed.
-    generation: std::sync::atomic::AtomicU64,
-    memo: std::sync::RwLock<Memo>,
-}
-
-/// Answers by the path the engine asked for, each vouched for by inotify alone (the listing
-/// and the file watched), for the site directory `site` and as long as the cache's
-/// generation is `generation`: a warm request answers a name with one hash lookup, without
-/// joining, splitting or hashing paths.
-#[derive(Default)]
-struct Memo {
-    answers: HashMap<Box<str>, Option<ScriptFile>>,
-    /// Watched listings by the directory part of the asked path (`scripts` for
-    /// `scripts/all-all-00_90_33_30_00_af.txt`), under the same rules as `answers`: a name
-    /// missing from the listing is answered without an entry. Per-device snippet names (one
-    /// per device, phase and class, nearly all absent) would otherwise fill the memo.
-    dirs: HashMap<Box<str>, Arc<Names>>,
-    site: PathBuf,
-    generation: u64,
-}
+pub struct ScriptCache(Arc<std::sync::Mutex<CacheInner>>);
 
 struct CacheInner {
     dirs: HashMap<PathBuf, Listing>,
     files: HashMap<PathBuf, CachedFile>,
     /// `None`: inotify is unavailable, every directory is stat-validated.
     watches: Option<Watches>,
+    /// Bumped by every drain that saw an event. An entry read from disk is only inserted if
+    /// no event was drained since before the read began: otherwise the event that should
+    /// have dropped it may already have been consumed.
+    generation: u64,
+    /// Answers by the path the engine asked for, each vouched for by inotify alone (the
+    /// listing and the file watched), for the site directory `memo_site` and as long as
+    /// `generation` is `memo_generation`: a warm request answers a name with one hash
+    /// lookup, without joining, splitting or hashing paths.
+    memo: HashMap<Box<str>, Option<ScriptFile>>,
+    /// Watched listings by the directory part of the asked path (`scripts` for
+    /// `scripts/all-all-00_90_33_30_00_af.txt`), under the same rules as `memo`: a name
+    /// missing from the listing is answered without a memo entry. Per-device snippet names
+    /// (one per device, phase and class, nearly all absent) would otherwise fill the memo.
+    memo_dirs: HashMap<Box<str>, Arc<Names>>,
+    memo_site: PathBuf,
+    memo_generation: u64,
 }
 
-/// Answers (and listings) [`Memo`] keeps at most (emptied when full).
+/// Answers [`CacheInner::memo`] keeps at most (it is emptied when full).
 const MEMO_CAPACITY: usize = 16_384;
 
 struct Listing {
@@ -157,7 +138,7 @@ enum FileCheck {
 
 /// The inotify instance and what its watches stand for.
 struct Watches {
-    inotify: Arc<sys::Inotify>,
+    inotify: sys::Inotify,
     /// Watch descriptor → the directories it watches (one inode may be reached twice, e.g.
     /// through a bind mount).
     by_wd: HashMap<i32, Vec<PathBuf>>,
@@ -219,7 +200,7 @@ impl Default for ScriptCache {
     fn default() -> ScriptCache {
         let watches = match sys::Inotify::new() {
             Ok(inotify) => Some(Watches {
-                inotify: Arc::new(inotify),
+                inotify,
                 by_wd: HashMap::new(),
                 by_path: HashMap::new(),
             }),
@@ -234,18 +215,16 @@ impl Default for ScriptCache {
 
 impl ScriptCache {
     fn with_watches(watches: Option<Watches>) -> ScriptCache {
-        let inotify = watches.as_ref().map(|w| w.inotify.clone());
-        ScriptCache(Arc::new(Shared {
-            inner: std::sync::Mutex::new(CacheInner {
-                dirs: HashMap::new(),
-                files: HashMap::new(),
-                watches,
-            }),
-            drain: std::sync::Mutex::new(()),
-            inotify,
-            generation: std::sync::atomic::AtomicU64::new(0),
-            memo: std::sync::RwLock::new(Memo::default()),
-        }))
+        ScriptCache(Arc::new(std::sync::Mutex::new(CacheInner {
+            dirs: HashMap::new(),
+            files: HashMap::new(),
+            watches,
+            generation: 0,
+            memo: HashMap::new(),
+            memo_dirs: HashMap::new(),
+            memo_site: PathBuf::new(),
+            memo_generation: 0,
+        })))
     }
 
     /// A cache that validates everything by `stat` (as without inotify).
@@ -255,37 +234,13 @@ impl ScriptCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
-        self.0.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The current generation (see [`Shared::generation`]).
-    fn generation(&self) -> u64 {
-        self.0.generation.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn memo(&self) -> std::sync::RwLockReadGuard<'_, Memo> {
-        self.0.memo.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn memo_mut(&self) -> std::sync::RwLockWriteGuard<'_, Memo> {
-        self.0.memo.write().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Take in the changes made so far (drain the inotify queue): reads after this see every
     /// change that completed before it. Call once at the start of a request.
     pub fn refresh(&self) {
-        let Some(inotify) = &self.0.inotify else {
-            return;
-        };
-        let _draining = self.0.drain.lock().unwrap_or_else(|p| p.into_inner());
-        let (events, failed) = read_events(inotify);
-        if failed || !events.is_empty() {
-            let mut inner = self.lock();
-            self.0
-                .generation
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            inner.take_in(events, failed);
-        }
+        self.lock().drain();
     }
 
     /// [`read_script`] through the cache, as of now (refreshes first; a request reading
@@ -302,56 +257,49 @@ impl ScriptCache {
         let split = rel
             .rsplit_once('/')
             .filter(|(dir, name)| !dir.is_empty() && !matches!(*name, "" | "." | ".."));
-        let generation = self.generation();
-        let current = {
-            let memo = self.memo();
-            let current = memo.generation == generation && memo.site == site.dir;
-            if current {
-                if let Some(hit) = memo.answers.get(rel) {
-                    return hit.clone();
+        let generation = {
+            let mut inner = self.lock();
+            if inner.memo_generation != inner.generation || inner.memo_site != site.dir {
+                inner.memo.clear();
+                inner.memo_dirs.clear();
+                inner.memo_generation = inner.generation;
+                if inner.memo_site != site.dir {
+                    inner.memo_site = site.dir.clone();
                 }
-                if let Some((dir, name)) = split {
-                    if let Some(names) = memo.dirs.get(dir) {
-                        if !names.all.contains(std::ffi::OsStr::new(name)) {
-                            return None;
-                        }
+            }
+            if let Some(hit) = inner.memo.get(rel) {
+                return hit.clone();
+            }
+            if let Some((dir, name)) = split {
+                if let Some(names) = inner.memo_dirs.get(dir) {
+                    if !names.all.contains(std::ffi::OsStr::new(name)) {
+                        return None;
                     }
                 }
             }
-            current
+            inner.generation
         };
-        if !current {
-            let mut memo = self.memo_mut();
-            if memo.generation != generation || memo.site != site.dir {
-                memo.answers.clear();
-                memo.dirs.clear();
-                memo.generation = generation;
-                if memo.site != site.dir {
-                    memo.site = site.dir.clone();
-                }
-            }
-        }
         let (answer, vouched, listing) = self.read_unmemoised(site, rel);
         if vouched {
-            let mut memo = self.memo_mut();
+            let mut inner = self.lock();
             // No event drained since the read began (which might concern what it saw).
-            if self.generation() == generation
-                && memo.generation == generation
-                && memo.site == site.dir
+            if inner.generation == generation
+                && inner.memo_generation == generation
+                && inner.memo_site == site.dir
             {
                 match (split, listing) {
                     // Absent from a watched listing: the listing answers for every such name.
                     (Some((dir, _)), Some(names)) if answer.is_none() => {
-                        if memo.dirs.len() >= MEMO_CAPACITY {
-                            memo.dirs.clear();
+                        if inner.memo_dirs.len() >= MEMO_CAPACITY {
+                            inner.memo_dirs.clear();
                         }
-                        memo.dirs.insert(dir.into(), names);
+                        inner.memo_dirs.insert(dir.into(), names);
                     }
                     _ => {
-                        if memo.answers.len() >= MEMO_CAPACITY {
-                            memo.answers.clear();
+                        if inner.memo.len() >= MEMO_CAPACITY {
+                            inner.memo.clear();
                         }
-                        memo.answers.insert(rel.into(), answer.clone());
+                        inner.memo.insert(rel.into(), answer.clone());
                     }
                 }
             }
@@ -360,7 +308,7 @@ impl ScriptCache {
     }
 
     /// [`Self::read_refreshed`] without the memo; `true` when inotify vouches for the answer
-    /// (see [`Memo`]), and the watched listing that found the name absent when
+    /// (see [`CacheInner::memo`]), and the watched listing that found the name absent when
     /// the asked path's last component is the name looked up.
     fn read_unmemoised(
         &self,
@@ -395,7 +343,7 @@ impl ScriptCache {
                         check: FileCheck::Stat(..),
                         ..
                     }) => None,
-                    None => Some(self.generation()),
+                    None => Some(inner.generation),
                 }
             };
             if let Some(generation) = generation {
@@ -414,7 +362,7 @@ impl ScriptCache {
                     };
                     if let Some(check) = check {
                         let mut inner = self.lock();
-                        if self.generation() == generation {
+                        if inner.generation == generation {
                             vouched = matches!(check, FileCheck::Watched);
                             let file = file.clone();
                             inner.files.insert(path, CachedFile { check, file });
@@ -471,7 +419,7 @@ impl ScriptCache {
                     check: DirCheck::Mtime(_),
                     ..
                 }) => None,
-                None => inner.watch(site_dir, dir).then_some(self.generation()),
+                None => inner.watch(site_dir, dir).then_some(inner.generation),
             }
         };
         let Some(generation) = generation else {
@@ -480,7 +428,7 @@ impl ScriptCache {
         // watched before read: a change after this reading raises an event
         let names = Arc::new(read_names(dir)?);
         let mut inner = self.lock();
-        if self.generation() == generation {
+        if inner.generation == generation {
             let listing = Listing {
                 check: DirCheck::Watched,
                 names: names.clone(),
@@ -528,27 +476,6 @@ fn read_names(dir: &Path) -> Option<Names> {
         names.all.insert(name);
     }
     Some(names)
-}
-
-/// The events queued on `inotify`, and whether reading them failed.
-fn read_events(inotify: &sys::Inotify) -> (Vec<(i32, u32, Option<OsString>)>, bool) {
-    let mut events = Vec::new();
-    let mut buf = [0u8; 4096];
-    let failed = loop {
-        match inotify.read(&mut buf) {
-            Ok(0) => break false,
-            Ok(n) => sys::parse_events(&buf[..n], |wd, mask, name| {
-                events.push((wd, mask, name.map(OsString::from)))
-            }),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
-            Err(e) => {
-                tracing::warn!("reading inotify events: {e}");
-                break true;
-            }
-        }
-    };
-    (events, failed)
 }
 
 impl CacheInner {
@@ -606,9 +533,30 @@ impl CacheInner {
         true
     }
 
-    /// Take in the events [`read_events`] gave (see [`ScriptCache`]); `failed`: the queue
-    /// could not be read, everything goes.
-    fn take_in(&mut self, events: Vec<(i32, u32, Option<OsString>)>, failed: bool) {
+    /// Take in the queued events (see [`ScriptCache`]).
+    fn drain(&mut self) {
+        let Some(w) = &mut self.watches else {
+            return;
+        };
+        let mut events = Vec::new();
+        let mut buf = [0u8; 4096];
+        let failed = loop {
+            match w.inotify.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => sys::parse_events(&buf[..n], |wd, mask, name| {
+                    events.push((wd, mask, name.map(OsString::from)))
+                }),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                Err(e) => {
+                    tracing::warn!("reading inotify events: {e}");
+                    break true;
+                }
+            }
+        };
+        if failed || !events.is_empty() {
+            self.generation += 1;
+        }
         if failed {
             self.dirs.clear();
             self.files.clear();
@@ -1226,13 +1174,9 @@ mod tests {
         }
         assert_eq!(read("scripts/all-all-all.txt").as_deref(), Some("shared\n"));
         {
-            let memo = cache.memo();
-            assert_eq!(
-                memo.answers.len(),
-                1,
-                "only the file that exists is memoised"
-            );
-            assert_eq!(memo.dirs.len(), 1);
+            let inner = cache.lock();
+            assert_eq!(inner.memo.len(), 1, "only the file that exists is memoised");
+            assert_eq!(inner.memo_dirs.len(), 1);
         }
         // the same names answered again without a stat or a path join
         stats();
