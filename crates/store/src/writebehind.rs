@@ -481,8 +481,8 @@ impl Store {
     /// chunk was written stay queued (their generation changed).
     async fn write_queued(&self, wb: &WriteBehind) -> Result<usize> {
         // Another process wrote devices: what this process knows of the rows is void.
-        if wb.watch.as_ref().is_some_and(|w| w.changed()) {
-            wb.drop_clean();
+        if wb.others_wrote() {
+            wb.after_others_wrote(&mut wb.lock());
         }
         // Request handlers wait for this lock: take copies only, look things up later.
         let (batch, prints): (Vec<(String, Queued)>, Vec<Option<u64>>) = {
