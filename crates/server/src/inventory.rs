@@ -16,11 +16,9 @@
 //!   [`RECONCILE_EVERY`] it drops devices the database no longer has. On SQLite (one server)
 //!   only other processes' writes (`autoprov devices forget`, `notify`) need reading: the
 //!   store notices them ([`Store::foreign_device_writes`]), and within [`REFRESH_EVERY`] of one
-//!   the task does both; without such writes it reads no device, and only reconciles
-//!   deletions every [`RECONCILE_EVERY`] (the serials, for rows deleted by hand in the file);
-//!   after a boot storm, reading every device seen in the last minute, every minute, was
-//!   most of an idle server's work. A store that cannot notice them is read every
-//!   [`RECONCILE_EVERY`], as before.
+//!   the task does both; without such writes it reads nothing (after a boot storm, reading
+//!   every device seen in the last minute, every minute, was most of an idle server's work).
+//!   A store that cannot notice them is read every [`RECONCILE_EVERY`], as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -366,7 +364,6 @@ async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Durat
         }
         let started = crate::app::now();
         let mut reconcile_now = last_reconcile.elapsed() >= reconcile;
-        let mut read_changes = true;
         if let Some(seen) = foreign {
             // Taken before reading, so a write noticed meanwhile is read again next time.
             let now = store
@@ -374,21 +371,16 @@ async fn maintain(weak: Weak<Shared>, store: Store, (refresh, reconcile): (Durat
                 .unwrap_or(seen.wrapping_add(1));
             if now == seen {
                 // Nothing written elsewhere: this process's own changes are in the index.
-                // Deletions are still reconciled every `reconcile` (the serials only, from
-                // the primary key): rows deleted by hand in the file raise no signal.
                 last_refresh = started;
-                read_changes = false;
-            } else {
-                foreign = Some(now);
-                reconcile_now = true;
+                continue;
             }
+            foreign = Some(now);
+            reconcile_now = true;
         }
-        if read_changes {
-            match refresh_from(&store, &weak, last_refresh - CLOCK_SLACK).await {
-                Ok(true) => last_refresh = started,
-                Ok(false) => return,
-                Err(e) => tracing::warn!(error = %e, "cannot refresh the device inventory index"),
-            }
+        match refresh_from(&store, &weak, last_refresh - CLOCK_SLACK).await {
+            Ok(true) => last_refresh = started,
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the device inventory index"),
         }
         if !reconcile_now {
             continue;
@@ -511,59 +503,6 @@ mod tests {
         }
         assert!(ok, "the index follows the other process");
         assert_eq!(index.query(q("172.16.")).await.unwrap().total, 1);
-    }
-
-    /// A row deleted by hand in the SQLite file (no change signal, no counter move) leaves
-    /// the index at the next reconciliation, as before the index learned to skip reading.
-    #[tokio::test]
-    async fn reconciles_rows_deleted_by_hand_on_sqlite() {
-        use sqlx::Connection;
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("autoprov.db");
-        let server = Store::open_with(
-            &file,
-            &autoprov_store::StoreOptions {
-                write_behind: Some(Duration::from_millis(20)),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let now = crate::app::now();
-        for sn in ["00-90-33-00-00-01", "00-90-33-00-00-02"] {
-            server.save(&DeviceState::new(sn, now)).await.unwrap();
-        }
-        server.flush().await.unwrap();
-        let index = InventoryIndex::with_intervals(
-            &server,
-            Duration::from_millis(50),
-            Duration::from_millis(300),
-        );
-        loaded(&index).await;
-        assert_eq!(index.query(q("")).await.unwrap().total, 2);
-        let before = server.foreign_device_writes();
-        let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
-            .await
-            .unwrap();
-        sqlx::query("DELETE FROM devices WHERE sn = '00-90-33-00-00-01'")
-            .execute(&mut raw)
-            .await
-            .unwrap();
-        let mut ok = false;
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let page = index.query(q("")).await.unwrap();
-            if page.total == 1 && page.rows[0].sn == "00-90-33-00-00-02" {
-                ok = true;
-                break;
-            }
-        }
-        assert!(ok, "the deleted row left the index");
-        assert_eq!(
-            server.foreign_device_writes(),
-            before,
-            "nothing signalled it"
-        );
     }
 
     /// Another replica's saves and deletions reach the index (PostgreSQL only: runs when
