@@ -24,8 +24,8 @@
 //! The index is pure data (no I/O, no clock): the server keeps one up to date through the
 //! store's change notifications, the CLI builds one from the stored devices.
 
+use foldhash::{HashMap, HashMapExt};
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 use crate::filter::{self, WordTerm};
 use crate::state::DeviceState;

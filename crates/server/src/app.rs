@@ -4,7 +4,7 @@
 //! the outgoing HTTP client and small coordination helpers (per-device locks, the hourly
 //! expiry stamp). It holds no per-request data and takes no decisions about devices.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};

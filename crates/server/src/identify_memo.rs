@@ -12,7 +12,7 @@
 //! within one polling interval). Emptied as well when the server goes quiet
 //! ([`crate::AppState::trim_caches`]).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex};
 
 use autoprov_core::settings::Resolved;

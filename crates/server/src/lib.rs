@@ -104,6 +104,8 @@ pub fn router(state: AppState) -> Router {
 /// `/firmware/<vendor>/<model>/<version>/<file>` serves the catalogue, `<anything>/fw/...`
 /// serves innovaphone firmware, everything else goes to the other vendors' provisioning
 /// ([`vendors`]: `/<file>`, `/<vendor>/<file>`), which answers 404 for what it does not know.
+/// Each route's future is boxed: the layers around this handler move its future by value
+/// several times per request, and unboxed it is as large as the largest route's state.
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     app.note_request();
     let path = req.uri().path().to_string();
@@ -111,18 +113,18 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
         let Some(_slot) = app.try_config_slot() else {
             return overloaded(app.site().config.server.config_retry_after);
         };
-        return update::handle(app, req).await;
+        return Box::pin(update::handle(app, req)).await;
     }
     if let Some(rest) = catalog::catalog_rest(&path) {
-        return catalog::serve(app, rest.to_string(), req, None).await;
+        return Box::pin(catalog::serve(app, rest.to_string(), req, None)).await;
     }
     if let Some(rest) = fw::firmware_rest(&path) {
-        return fw::serve(app, rest.to_string(), req).await;
+        return Box::pin(fw::serve(app, rest.to_string(), req)).await;
     }
     let Some(_slot) = app.try_config_slot() else {
         return overloaded(app.site().config.server.config_retry_after);
     };
-    vendors::handle(app, req).await
+    Box::pin(vendors::handle(app, req)).await
 }
 
 /// 503 with `Retry-After`: the configuration budget is spent. Answered at once, with

@@ -16,7 +16,7 @@
 //! keep that runtime running meanwhile (a multi-thread runtime, or a current-thread runtime
 //! whose `block_on` is active). No decisions are taken here.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

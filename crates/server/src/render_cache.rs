@@ -14,7 +14,7 @@
 //!
 //! Bounded by an estimated byte budget; beyond it arbitrary entries are dropped.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -233,7 +233,7 @@ impl Store {
             .fetch_all(self.pool())
             .await
             .map_err(|e| self.err(e))?;
-        let found: HashMap<String, i64> = rows
+        let found: foldhash::HashMap<String, i64> = rows
             .iter()
             .map(|r| {
                 (
@@ -316,28 +316,41 @@ impl Store {
         let mut unchanged = None;
         let mut forgotten = Vec::new();
         let touches = queued.as_ref().map_or(&[][..], |q| q.touches);
+        let mut logs = queued.as_ref().map_or(&[][..], |q| q.logs);
+        let mut whole: Vec<&DeviceState> = states.to_vec();
         if let Some(q) = queued {
             let unmoved = matches!((q.known, generation), (Some(k), Some(g)) if g - 1 == k);
-            if unmoved {
+            if unmoved && self.backend == crate::Backend::Sqlite {
                 unchanged = q.children_stored;
-            } else if self.backend == crate::Backend::Sqlite {
-                forgotten = self.take_forgotten(&mut tx).await?;
+            } else {
+                // What this process believed the rows hold is void: every state whole.
+                whole.extend_from_slice(logs);
+                logs = &[];
+                if self.backend == crate::Backend::Sqlite {
+                    forgotten = self.take_forgotten(&mut tx).await?;
+                }
             }
         }
         let kept: Vec<&DeviceState> = if forgotten.is_empty() {
-            states.to_vec()
+            whole
         } else {
-            states
-                .iter()
-                .copied()
+            whole
+                .into_iter()
                 .filter(|s| !forgotten.contains(&s.sn))
                 .collect()
         };
         self.save_many_in(&mut tx, &kept, unchanged)
             .await
             .map_err(|e| self.err(e))?;
+        for chunk in logs.chunks(JSON_ROWS) {
+            sqlx::query(LOG_DEVICES_JSON)
+                .bind(logs_json(chunk))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         // Notes the written logs contain are done with.
-        for s in &kept {
+        for s in kept.iter().chain(logs) {
             if let Some(upto) = s.notes_upto {
                 sqlx::query("DELETE FROM device_notes WHERE sn = $1 AND id <= $2")
                     .bind(nf(&s.sn))
@@ -938,6 +951,9 @@ const FORGOTTEN_END: &str = "forgotten;";
 ///   state's vars, scripts and queries are what this process last wrote). Believed only
 ///   when the device change counter is still `known`, the value this process last saw:
 ///   nobody else wrote devices since. Otherwise every state is written whole.
+/// * `logs` are states whose device row the database holds but for `seen` and the message
+///   log, and whose child rows it holds (a steady poll): with the counter still `known`
+///   only those two columns are updated (SQLite); otherwise they are written whole.
 /// * When the counter moved, devices that another process forgot since (`devices forget`
 ///   next to a running server) are not written back: their queued states come from polls
 ///   before the forget. Their serials are returned, and the marks removed.
@@ -947,6 +963,7 @@ pub(crate) struct QueuedWrite<'a> {
     /// Devices whose row only needs its `seen` updated (SQLite), as `(sn, seen)`. An update,
     /// not an upsert: a device deleted meanwhile stays deleted.
     pub touches: &'a [(&'a str, i64)],
+    pub logs: &'a [&'a DeviceState],
 }
 
 /// Whether the database already holds a state's child rows (see [`QueuedWrite`]).
@@ -955,6 +972,14 @@ pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> bool + Sync + 'a;
 /// `seen` of many devices on SQLite: one bind, a JSON array of `[sn, seen]` pairs.
 const TOUCH_DEVICES_JSON: &str = "UPDATE devices SET seen = j.value ->> 1 \
      FROM json_each(?1) AS j WHERE devices.sn = j.value ->> 0";
+
+/// `seen` and the message log of many devices on SQLite: one bind, a JSON array of
+/// `[sn, seen, msgs]` rows ([`logs_json`]), each made binary JSON once (see
+/// [`UPSERT_DEVICES_JSON`]). An update: a device deleted meanwhile stays deleted.
+const LOG_DEVICES_JSON: &str = "WITH r(value) AS MATERIALIZED \
+     (SELECT jsonb(value) FROM json_each(?1)) \
+     UPDATE devices SET seen = r.value ->> 1, msgs = r.value ->> 2 \
+     FROM r WHERE devices.sn = r.value ->> 0";
 
 /// Device rows per statement on SQLite (see [`UPSERT_DEVICES_JSON`]).
 const JSON_ROWS: usize = 500;
@@ -978,56 +1003,102 @@ static UPSERT_DEVICES_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::n
     )
 });
 
-/// `states` as the JSON rows of [`UPSERT_DEVICES_JSON`]: the values [`bind_device`] binds,
-/// in the same order, text made NUL-free the same way.
-fn devices_json(states: &[&DeviceState]) -> String {
-    fn put<T: serde::Serialize>(out: &mut Vec<u8>, first: bool, v: T) {
-        if !first {
-            out.push(b',');
-        }
-        // Strings, numbers and options of them always serialize.
-        let _ = serde_json::to_writer(&mut *out, &v);
+/// Append a JSON value, with a comma before it unless `first`.
+fn put<T: serde::Serialize>(out: &mut Vec<u8>, first: bool, v: T) {
+    if !first {
+        out.push(b',');
     }
+    // Strings, numbers and options of them always serialize.
+    let _ = serde_json::to_writer(&mut *out, &v);
+}
+
+/// The rows of [`LOG_DEVICES_JSON`]: `[sn, seen, msgs]` per state.
+fn logs_json(states: &[&DeviceState]) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(states.len() * 1024);
     out.push(b'[');
     for (i, s) in states.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let d = &s.device;
         out.push(b'[');
         put(&mut out, true, nf(&s.sn));
         put(&mut out, false, s.seen);
-        put(&mut out, false, nf(&s.phase));
-        put(&mut out, false, nf(&s.nextphase));
-        put(&mut out, false, s.skipnext);
-        put(&mut out, false, nf(&s.requested));
-        put(&mut out, false, nf(&d.device_type));
-        put(&mut out, false, nf(&d.classes));
-        put(&mut out, false, nf(&d.ip));
-        put(&mut out, false, i64::from(d.rp));
-        put(&mut out, false, nf(&d.proxy));
-        put(&mut out, false, nf(&d.realip));
-        put(&mut out, false, nf(&d.hwid));
-        put(&mut out, false, nf(&d.phase));
-        put(&mut out, false, nf(&d.environments));
-        put(&mut out, false, d.backup);
-        put(&mut out, false, nf(&d.certstat));
-        put(&mut out, false, nf(&d.request_downloaded));
-        put(&mut out, false, nf(&s.firmware.build));
-        put(&mut out, false, nf(&s.firmware.requested));
-        put(&mut out, false, s.firmware.requested_at);
-        put(&mut out, false, nf(&s.bootcode.build));
-        put(&mut out, false, s.bootcode.requested_at);
-        put(&mut out, false, nf(&s.vendor));
-        put(&mut out, false, nf(&s.model));
-        put(&mut out, false, s.first_seen);
         put(&mut out, false, messages_to_json(&s.msgs));
+        out.push(b']');
+    }
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A fingerprint of the device row `state` makes, but for `seen` and the message log: the
+/// values [`devices_json`] writes for the other columns, hashed (so a column added there
+/// is covered here).
+pub(crate) fn columns_print(state: &DeviceState) -> u64 {
+    use std::hash::Hasher;
+    let mut out = Vec::with_capacity(256);
+    device_columns(&mut out, state, false);
+    let mut h = std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::default());
+    h.write(&out);
+    h.finish()
+}
+
+/// `states` as the JSON rows of [`UPSERT_DEVICES_JSON`]: the values [`bind_device`] binds,
+/// in the same order, text made NUL-free the same way.
+fn devices_json(states: &[&DeviceState]) -> String {
+    let mut out: Vec<u8> = Vec::with_capacity(states.len() * 1024);
+    out.push(b'[');
+    for (i, s) in states.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        device_columns(&mut out, s, true);
         out.push(b']');
     }
     out.push(b']');
     // serde_json writes UTF-8 only.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The [`UPSERT_DEVICE_HEAD`] columns of `s`, comma-separated; `seen` and `msgs` only when
+/// `all` (else their places stay empty).
+fn device_columns(out: &mut Vec<u8>, s: &DeviceState, all: bool) {
+    let d = &s.device;
+    put(out, true, nf(&s.sn));
+    if all {
+        put(out, false, s.seen);
+    } else {
+        out.push(b',');
+    }
+    put(out, false, nf(&s.phase));
+    put(out, false, nf(&s.nextphase));
+    put(out, false, s.skipnext);
+    put(out, false, nf(&s.requested));
+    put(out, false, nf(&d.device_type));
+    put(out, false, nf(&d.classes));
+    put(out, false, nf(&d.ip));
+    put(out, false, i64::from(d.rp));
+    put(out, false, nf(&d.proxy));
+    put(out, false, nf(&d.realip));
+    put(out, false, nf(&d.hwid));
+    put(out, false, nf(&d.phase));
+    put(out, false, nf(&d.environments));
+    put(out, false, d.backup);
+    put(out, false, nf(&d.certstat));
+    put(out, false, nf(&d.request_downloaded));
+    put(out, false, nf(&s.firmware.build));
+    put(out, false, nf(&s.firmware.requested));
+    put(out, false, s.firmware.requested_at);
+    put(out, false, nf(&s.bootcode.build));
+    put(out, false, s.bootcode.requested_at);
+    put(out, false, nf(&s.vendor));
+    put(out, false, nf(&s.model));
+    put(out, false, s.first_seen);
+    if all {
+        put(out, false, messages_to_json(&s.msgs));
+    } else {
+        out.push(b',');
+    }
 }
 
 /// The message log as stored. Every poll logs the same few texts again, so the column holds

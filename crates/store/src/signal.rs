@@ -132,14 +132,15 @@ impl Watch {
     pub(crate) fn changed(&self) -> bool {
         let mut changed = false;
         let mut lost = false;
-        let mut buf = [0u8; 4096];
+        // Not zeroed: this runs on every load, and nearly always reads nothing.
+        let mut raw = std::mem::MaybeUninit::<[u8; 4096]>::uninit();
         loop {
-            // SAFETY: `buf` is valid for writes of its length.
+            // SAFETY: `raw` is valid for writes of 4096 bytes.
             let n = unsafe {
                 libc::read(
                     self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast::<libc::c_void>(),
-                    buf.len(),
+                    raw.as_mut_ptr().cast::<libc::c_void>(),
+                    4096,
                 )
             };
             if n < 0 {
@@ -157,9 +158,11 @@ impl Watch {
                 break;
             }
             changed = true;
+            let n = (n as usize).min(4096);
+            // SAFETY: the kernel wrote the first `n` bytes.
+            let buf = unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), n) };
             // Events are variable-length: header (wd, mask, cookie, len) + name.
             let mut at = 0usize;
-            let n = n as usize;
             let header = std::mem::size_of::<libc::inotify_event>();
             while at + header <= n {
                 let mask = u32::from_ne_bytes(buf[at + 4..at + 8].try_into().unwrap_or([0; 4]));

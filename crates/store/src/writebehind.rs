@@ -31,7 +31,7 @@
 //! compares it each window with the value this process last produced and drops the copies
 //! on any other increment (a second server on the same file, a write whose signal failed).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,12 +78,12 @@ pub(crate) struct Queues {
     clean: HashMap<String, (Arc<DeviceState>, usize)>,
     /// Sum of the sizes in `clean`.
     clean_bytes: usize,
-    /// Fingerprints ([`children_print`]) of the child rows (vars, scripts, queries) the
-    /// database holds for a device, as this process last wrote them. Trusted exactly like
-    /// the clean copies (dropped with them), and only for a transaction that finds the
-    /// change counter unmoved: a batch then skips the child rows of devices whose children
-    /// did not change (a steady poll changes its device row and message log only).
-    children: HashMap<String, u64>,
+    /// Fingerprints ([`Prints`]) of what the database holds for a device, as this process
+    /// last wrote it. Trusted exactly like the clean copies (dropped with them), and only for
+    /// a transaction that finds the change counter unmoved: a batch then skips the child rows
+    /// of devices whose children did not change, and writes only `seen` and the message log
+    /// of devices whose other columns did not change either (a steady poll).
+    children: HashMap<String, Prints>,
     /// Firmware version reports waiting to be written, in arrival order.
     reports: Vec<crate::FirmwareReport>,
 }
@@ -102,10 +102,27 @@ impl Queues {
     }
 }
 
+/// Fingerprints of a state as stored: its child rows, and its device row but for `seen` and
+/// the message log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Prints {
+    children: u64,
+    columns: u64,
+}
+
+impl Prints {
+    fn of(s: &DeviceState) -> Prints {
+        Prints {
+            children: children_print(s),
+            columns: crate::devices::columns_print(s),
+        }
+    }
+}
+
 /// A fingerprint of a state's child rows, in the order they are stored.
 pub(crate) fn children_print(s: &DeviceState) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::default());
     s.device.vars.len().hash(&mut h);
     for (name, time) in &s.device.vars {
         name.hash(&mut h);
@@ -375,7 +392,10 @@ impl WriteBehind {
     /// Forget the clean copy of `sn` only (its row was changed directly; a queued state is
     /// newer and stays).
     pub(crate) fn forget_clean(&self, sn: &str) {
-        self.lock().remove_clean(sn);
+        let mut q = self.lock();
+        q.remove_clean(sn);
+        // What this process last wrote is no longer what the database holds.
+        q.children.remove(sn);
     }
 
     /// Drop every clean copy (someone else may have written devices).
@@ -485,22 +505,41 @@ impl Store {
             wb.after_others_wrote(&mut wb.lock());
         }
         // Request handlers wait for this lock: take copies only, look things up later.
-        let (batch, prints): (Vec<(String, Queued)>, Vec<Option<u64>>) = {
+        let (batch, prints): (Vec<(String, Queued)>, Vec<Option<Prints>>) = {
             let q = wb.lock();
             q.dirty
                 .iter()
                 .map(|(k, d)| ((k.clone(), d.clone()), q.children.get(k).copied()))
                 .unzip()
         };
-        let stored: HashMap<&str, u64> = batch
+        // What the database holds (as far as this process knows), and what each queued
+        // state would make it hold.
+        let stored: HashMap<&str, Prints> = batch
             .iter()
             .zip(&prints)
             .filter_map(|((k, _), p)| p.map(|p| (k.as_str(), p)))
             .collect();
+        let fresh: HashMap<&str, Prints> = if wb.clean_cap > 0 {
+            batch
+                .iter()
+                .filter(|(_, q)| !q.seen_only)
+                .map(|(k, q)| (k.as_str(), Prints::of(&q.state)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let unchanged = |s: &DeviceState| {
+            stored.get(s.sn.as_str()).is_some_and(|p| {
+                fresh
+                    .get(s.sn.as_str())
+                    .is_some_and(|f| f.children == p.children)
+            })
+        };
+        // The device row differs in `seen` and the message log at most.
+        let log_only = |sn: &str| {
             stored
-                .get(s.sn.as_str())
-                .is_some_and(|p| *p == children_print(s))
+                .get(sn)
+                .is_some_and(|p| fresh.get(sn).is_some_and(|f| f == p))
         };
         let reports = std::mem::take(&mut wb.lock().reports);
         if !reports.is_empty() {
@@ -525,11 +564,12 @@ impl Store {
         let mut snapshot_good = true;
         for chunk in batch.chunks(CHUNK) {
             let live = chunk.iter().filter(|(sn, _)| !forgotten.contains(sn));
-            let states: Vec<&DeviceState> = live
+            let trusted = wb.clean_cap > 0 && snapshot_good;
+            let (logs, states): (Vec<&DeviceState>, Vec<&DeviceState>) = live
                 .clone()
                 .filter(|(_, q)| !q.seen_only)
                 .map(|(_, q)| &*q.state)
-                .collect();
+                .partition(|s| trusted && log_only(&s.sn));
             let touches: Vec<(&str, i64)> = live
                 .filter(|(_, q)| q.seen_only)
                 .map(|(sn, q)| (sn.as_str(), q.state.seen))
@@ -543,8 +583,9 @@ impl Store {
                 .unwrap_or_else(|p| p.into_inner());
             let queued = crate::devices::QueuedWrite {
                 known,
-                children_stored: (wb.clean_cap > 0 && snapshot_good).then_some(test),
+                children_stored: trusted.then_some(test),
                 touches: &touches,
+                logs: &logs,
             };
             let (generation, gone) = self.write_states(&states, Some(queued)).await?;
             if known.zip(generation).is_none_or(|(k, g)| g - 1 != k) {
@@ -575,17 +616,26 @@ impl Store {
                     wb.notes_written(sn, upto);
                 }
             }
-            // Fingerprints and weights before taking the lock: requests wait for it.
-            let sums: Vec<(u64, usize)> = if wb.clean_cap > 0 {
+            // Fingerprints and weights before taking the lock: requests wait for it. A
+            // touched state is what the database holds but for `seen`: prints known for it
+            // stay as they are.
+            let sums: Vec<(Option<Prints>, usize)> = if wb.clean_cap > 0 {
                 done.iter()
-                    .map(|(_, d)| (children_print(&d.state), weight(&d.state)))
+                    .map(|(sn, d)| {
+                        let print = match fresh.get(sn.as_str()) {
+                            Some(p) => Some(*p),
+                            None if stored.contains_key(sn.as_str()) => None,
+                            None => Some(Prints::of(&d.state)),
+                        };
+                        (print, weight(&d.state))
+                    })
                     .collect()
             } else {
                 Vec::new()
             };
             let mut q = wb.lock();
             for (i, (sn, done)) in done.iter().enumerate() {
-                if let Some((print, _)) = sums.get(i) {
+                if let Some((Some(print), _)) = sums.get(i) {
                     q.children.insert((*sn).clone(), *print);
                 }
                 if q.dirty

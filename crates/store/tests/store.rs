@@ -925,6 +925,95 @@ async fn write_behind_rewrites_child_rows_only_when_they_changed() {
     assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
 }
 
+/// How many times a device row was written whole (an update that set `phase`), counted by
+/// a trigger: the light update of a steady poll sets `seen` and `msgs` only.
+async fn whole_row_updates(dir: &tempfile::TempDir, install: bool) -> i64 {
+    let mut c = raw_sqlite(dir).await;
+    if install {
+        for sql in [
+            "CREATE TABLE test_whole_rows (sn TEXT)",
+            "CREATE TRIGGER test_whole_rows AFTER UPDATE OF phase ON devices \
+             BEGIN INSERT INTO test_whole_rows VALUES (new.sn); END",
+        ] {
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM test_whole_rows")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    n
+}
+
+/// A steady poll (only the time and the message log changed) updates those two columns;
+/// any other change, a direct write by this process, or another process's write since, has
+/// the row written whole. The database always ends up holding exactly the saved state.
+#[tokio::test]
+async fn write_behind_updates_only_time_and_log_of_a_steady_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_secs(3600)).await;
+    let mut s = full_state("00-90-33-30-00-af");
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(whole_row_updates(&dir, true).await, 0);
+    let poll = |s: &mut DeviceState| {
+        s.seen += 10;
+        s.msgs.push(Message {
+            time: s.seen,
+            msg: "CHECK good".into(),
+        });
+    };
+
+    poll(&mut s);
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(whole_row_updates(&dir, false).await, 0, "time and log only");
+    poll(&mut s);
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(whole_row_updates(&dir, false).await, 0);
+
+    // Another column changes as well: written whole.
+    poll(&mut s);
+    s.phase = Some("staging".into());
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(whole_row_updates(&dir, false).await, 1);
+
+    // This process writes the row directly (bypassing its queue), then queues a state whose
+    // other columns are what it wrote before the direct write: written whole again.
+    let mut direct = s.clone();
+    direct.device.ip = Some("10.9.9.9".into());
+    server.save_all(&[&direct]).await.unwrap();
+    let before = whole_row_updates(&dir, false).await;
+    poll(&mut s);
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(whole_row_updates(&dir, false).await, before + 1);
+
+    // Another process changes a column; the server's next steady poll is written whole.
+    let mut theirs = s.clone();
+    theirs.device.hwid = Some("IP232-changed".into());
+    cli.save(&theirs).await.unwrap();
+    poll(&mut s);
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+
+    // And once the server wrote it whole, steady polls are light again.
+    let before = whole_row_updates(&dir, false).await;
+    poll(&mut s);
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(whole_row_updates(&dir, false).await, before);
+}
+
 /// Awkward values survive a batch write: extreme numbers, quotes, backslashes, non-ASCII
 /// text, and NUL characters (U+FFFD in plain columns, kept inside the message log).
 #[tokio::test]

@@ -109,7 +109,7 @@ impl<'a> SiteView<'a> {
         let t = device_type.to_lowercase();
         let mut out: Vec<String> = Vec::new();
         for c in &self.cfg.classes {
-            if c.models.iter().any(|m| m.to_lowercase() == t) && !out.contains(&c.id) {
+            if c.models.iter().any(|m| lowercase_is(m, &t)) && !out.contains(&c.id) {
                 out.push(c.id.clone());
             }
         }
@@ -854,27 +854,20 @@ impl<'a> Run<'a> {
                 Some(n.to_string())
             }
         };
-        let lower: Vec<String> = self
-            .view
-            .cfg
-            .nofirmdev
-            .iter()
-            .map(|s| s.to_lowercase())
-            .collect();
-        let nofirm = lower.contains(&device_type.to_lowercase());
-        self.comment(&format!(
-            "nofirm: {}. This device type={device_type}",
-            lower.join(", ")
-        ));
-        let lowerb: Vec<String> = self
-            .view
-            .cfg
-            .nobootdev
-            .iter()
-            .map(|s| s.to_lowercase())
-            .collect();
-        let noboot = lowerb.contains(&device_type.to_lowercase());
-        self.comment(&format!("noboot: {}", lowerb.join(", ")));
+        let type_lower = device_type.to_lowercase();
+        let nofirmdev = &self.view.cfg.nofirmdev;
+        let nofirm = nofirmdev.iter().any(|s| lowercase_is(s, &type_lower));
+        let mut line = String::from("nofirm: ");
+        push_lower_joined(&mut line, nofirmdev);
+        line.push_str(". This device type=");
+        line.push_str(device_type);
+        self.comment(&line);
+        let nobootdev = &self.view.cfg.nobootdev;
+        let noboot = nobootdev.iter().any(|s| lowercase_is(s, &type_lower));
+        line.clear();
+        line.push_str("noboot: ");
+        push_lower_joined(&mut line, nobootdev);
+        self.comment(&line);
 
         let mut reset = false;
         if let Some(p) = self.image(Image::FIRMWARE, prot.filter(|_| !nofirm), device_type) {
@@ -1092,6 +1085,42 @@ impl<'a> Run<'a> {
 }
 
 /// Whether an `<applies>` condition holds for a device.
+/// `text.to_lowercase() == lower`, without allocating for ASCII `text` (every model name
+/// in practice; the default configuration lists well over a hundred, compared on every poll).
+#[inline]
+fn lowercase_is(text: &str, lower: &str) -> bool {
+    let (t, l) = (text.as_bytes(), lower.as_bytes());
+    if t.len() == l.len() && t.first().map(u8::to_ascii_lowercase) != l.first().copied() {
+        // ASCII lowercasing keeps a first ASCII byte's case-folded value; a non-ASCII first
+        // character is compared in full below.
+        if t[0].is_ascii() {
+            return false;
+        }
+    } else if t.len() != l.len() && text.is_ascii() {
+        // Lowercasing ASCII keeps the length.
+        return false;
+    }
+    if text.is_ascii() {
+        t.iter().zip(l).all(|(a, b)| a.to_ascii_lowercase() == *b)
+    } else {
+        text.to_lowercase() == lower
+    }
+}
+
+/// Append `items` lowercased and joined by ", " (`implode(', ', array_map('strtolower', ..))`).
+fn push_lower_joined(out: &mut String, items: &[String]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        if item.is_ascii() {
+            out.extend(item.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            out.push_str(&item.to_lowercase());
+        }
+    }
+}
+
 fn applies(a: &Applies, classes: &[String], envs: &[String]) -> bool {
     let v = a.value.trim();
     v == "*"
@@ -1231,6 +1260,24 @@ pub fn check_type(t: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lowercase_is_is_to_lowercase_eq() {
+        let words = [
+            "", "IP232", "ip232", "IP232x", "iP232", "Ip23", "X", "x", "ÄBC", "äbc", "Äbc", "aBC",
+            "İ", "i\u{307}", "ǅ", "ǆ", "ẞ", "ß", "K", "\u{212a}", "k", "IPva", "ipva",
+        ];
+        for text in words {
+            for other in words {
+                let lower = other.to_lowercase();
+                assert_eq!(
+                    lowercase_is(text, &lower),
+                    text.to_lowercase() == lower,
+                    "{text:?} vs {lower:?}"
+                );
+            }
+        }
+    }
 
     /// The reference's `getPossibleScripts`, written plainly: every combination, lower case,
     /// the first of equal names kept.

@@ -17,6 +17,10 @@ pub fn rawurlencode(s: &str) -> String {
 /// Decode a query component the way PHP fills `$_GET` (`+` is a space). Invalid UTF-8 is
 /// replaced rather than rejected.
 pub fn form_decode(s: &str) -> String {
+    // Nearly every value a device sends has nothing to decode.
+    if !s.bytes().any(|b| b == b'+' || b == b'%') {
+        return s.to_string();
+    }
     let s = s.replace('+', " ");
     percent_decode_str(&s).decode_utf8_lossy().into_owned()
 }
@@ -84,6 +88,15 @@ fn php_replacement(r: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_decode_like_php_urldecode() {
+        assert_eq!(form_decode("IP232"), "IP232");
+        assert_eq!(form_decode(""), "");
+        assert_eq!(form_decode("a+b%20c%2B"), "a b c+");
+        assert_eq!(form_decode("%41%zz"), "A%zz");
+        assert_eq!(form_decode("x%ffy"), "x\u{fffd}y");
+    }
 
     #[test]
     fn rawurlencode_like_php() {
