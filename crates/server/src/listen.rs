@@ -218,6 +218,9 @@ async fn accept_loop(
     }
 }
 
+/// The connection's task. What it awaits is boxed: a task's future is moved when it is
+/// spawned, and a connection's whole state (TLS, hyper, the routes) inline would make that
+/// a copy of several kilobytes per connection.
 async fn serve_connection(
     ctx: Arc<ListenerCtx>,
     tcp: TcpStream,
@@ -247,7 +250,7 @@ async fn serve_connection(
                 let config = configs.for_hello(&start.client_hello());
                 start.into_stream(config).await
             };
-            let stream = match tokio::time::timeout(timeout, handshake).await {
+            let stream = match tokio::time::timeout(timeout, Box::pin(handshake)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::info!(%peer, local = %ctx.local, error = %e, "TLS handshake failed");
@@ -272,7 +275,7 @@ async fn serve_connection(
                 trusted_proxy,
                 client_cert,
             };
-            http(ctx, TokioIo::new(stream), peer, info, conn, watcher).await;
+            Box::pin(http(ctx, TokioIo::new(stream), peer, info, conn, watcher)).await;
         }
         _ => {
             let conn = ConnInfo {
@@ -281,7 +284,7 @@ async fn serve_connection(
                 client_cert: None,
             };
             let io = TokioIo::new(crate::sendfile::SendfileStream::new(tcp));
-            http(ctx, io, peer, info, conn, watcher).await;
+            Box::pin(http(ctx, io, peer, info, conn, watcher)).await;
         }
     }
 }

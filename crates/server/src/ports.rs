@@ -144,6 +144,9 @@ struct Watches {
     by_wd: HashMap<i32, Vec<PathBuf>>,
     /// Directory → its watch descriptor and the events asked for.
     by_path: HashMap<PathBuf, (i32, u32)>,
+    /// Where events are read to: kept, so that the drain every request does (which nearly
+    /// always reads nothing) does not clear a fresh buffer each time.
+    buf: Box<[u8]>,
 }
 
 /// Name changes: enough for a directory on the way to a cached one.
@@ -203,6 +206,7 @@ impl Default for ScriptCache {
                 inotify,
                 by_wd: HashMap::new(),
                 by_path: HashMap::new(),
+                buf: vec![0; 4096].into_boxed_slice(),
             }),
             Err(e) => {
                 tracing::info!("no inotify ({e}): snippet files are validated by their mtime");
@@ -539,11 +543,10 @@ impl CacheInner {
             return;
         };
         let mut events = Vec::new();
-        let mut buf = [0u8; 4096];
         let failed = loop {
-            match w.inotify.read(&mut buf) {
+            match w.inotify.read(&mut w.buf) {
                 Ok(0) => break false,
-                Ok(n) => sys::parse_events(&buf[..n], |wd, mask, name| {
+                Ok(n) => sys::parse_events(&w.buf[..n], |wd, mask, name| {
                     events.push((wd, mask, name.map(OsString::from)))
                 }),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

@@ -1085,26 +1085,22 @@ impl<'a> Run<'a> {
 }
 
 /// Whether an `<applies>` condition holds for a device.
-/// `text.to_lowercase() == lower`, without allocating for ASCII `text` (every model name
-/// in practice; the default configuration lists well over a hundred, compared on every poll).
+/// `text.to_lowercase() == lower` for a `lower` that is lowercase already (a `to_lowercase`
+/// result), without allocating for ASCII `text` (every model name in practice; the default
+/// configuration lists well over a hundred, compared on every poll).
 #[inline]
 fn lowercase_is(text: &str, lower: &str) -> bool {
-    let (t, l) = (text.as_bytes(), lower.as_bytes());
-    if t.len() == l.len() && t.first().map(u8::to_ascii_lowercase) != l.first().copied() {
-        // ASCII lowercasing keeps a first ASCII byte's case-folded value; a non-ASCII first
-        // character is compared in full below.
-        if t[0].is_ascii() {
-            return false;
+    debug_assert_eq!(lower.to_lowercase(), lower);
+    if text.len() == lower.len() && text.eq_ignore_ascii_case(lower) {
+        // Equal but for ASCII case; `lower` has no ASCII capitals.
+        if text.is_ascii() {
+            return true;
         }
-    } else if t.len() != l.len() && text.is_ascii() {
-        // Lowercasing ASCII keeps the length.
+    } else if text.is_ascii() {
+        // Lowercasing ASCII changes ASCII capitals only.
         return false;
     }
-    if text.is_ascii() {
-        t.iter().zip(l).all(|(a, b)| a.to_ascii_lowercase() == *b)
-    } else {
-        text.to_lowercase() == lower
-    }
+    text.to_lowercase() == lower
 }
 
 /// Append `items` lowercased and joined by ", " (`implode(', ', array_map('strtolower', ..))`).
