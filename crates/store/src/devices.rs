@@ -1012,6 +1012,14 @@ fn put<T: serde::Serialize>(out: &mut Vec<u8>, first: bool, v: T) {
     let _ = serde_json::to_writer(&mut *out, &v);
 }
 
+/// Append a text value made NUL-free as [`nf`] does, copied only when it has a NUL.
+fn put_text(out: &mut Vec<u8>, first: bool, v: Option<&str>) {
+    match v {
+        Some(t) if t.contains('\0') => put(out, first, nf(t)),
+        v => put(out, first, v),
+    }
+}
+
 /// The rows of [`LOG_DEVICES_JSON`]: `[sn, seen, msgs]` per state.
 fn logs_json(states: &[&DeviceState]) -> String {
     let mut out: Vec<u8> = Vec::with_capacity(states.len() * 1024);
@@ -1021,7 +1029,7 @@ fn logs_json(states: &[&DeviceState]) -> String {
             out.push(b',');
         }
         out.push(b'[');
-        put(&mut out, true, nf(&s.sn));
+        put_text(&mut out, true, Some(&s.sn));
         put(&mut out, false, s.seen);
         put(&mut out, false, messages_to_json(&s.msgs));
         out.push(b']');
@@ -1064,35 +1072,35 @@ fn devices_json(states: &[&DeviceState]) -> String {
 /// `all` (else their places stay empty).
 fn device_columns(out: &mut Vec<u8>, s: &DeviceState, all: bool) {
     let d = &s.device;
-    put(out, true, nf(&s.sn));
+    put_text(out, true, Some(&s.sn));
     if all {
         put(out, false, s.seen);
     } else {
         out.push(b',');
     }
-    put(out, false, nf(&s.phase));
-    put(out, false, nf(&s.nextphase));
+    put_text(out, false, s.phase.as_deref());
+    put_text(out, false, s.nextphase.as_deref());
     put(out, false, s.skipnext);
-    put(out, false, nf(&s.requested));
-    put(out, false, nf(&d.device_type));
-    put(out, false, nf(&d.classes));
-    put(out, false, nf(&d.ip));
+    put_text(out, false, s.requested.as_deref());
+    put_text(out, false, d.device_type.as_deref());
+    put_text(out, false, d.classes.as_deref());
+    put_text(out, false, d.ip.as_deref());
     put(out, false, i64::from(d.rp));
-    put(out, false, nf(&d.proxy));
-    put(out, false, nf(&d.realip));
-    put(out, false, nf(&d.hwid));
-    put(out, false, nf(&d.phase));
-    put(out, false, nf(&d.environments));
+    put_text(out, false, d.proxy.as_deref());
+    put_text(out, false, d.realip.as_deref());
+    put_text(out, false, d.hwid.as_deref());
+    put_text(out, false, d.phase.as_deref());
+    put_text(out, false, d.environments.as_deref());
     put(out, false, d.backup);
-    put(out, false, nf(&d.certstat));
-    put(out, false, nf(&d.request_downloaded));
-    put(out, false, nf(&s.firmware.build));
-    put(out, false, nf(&s.firmware.requested));
+    put_text(out, false, d.certstat.as_deref());
+    put_text(out, false, d.request_downloaded.as_deref());
+    put_text(out, false, s.firmware.build.as_deref());
+    put_text(out, false, s.firmware.requested.as_deref());
     put(out, false, s.firmware.requested_at);
-    put(out, false, nf(&s.bootcode.build));
+    put_text(out, false, s.bootcode.build.as_deref());
     put(out, false, s.bootcode.requested_at);
-    put(out, false, nf(&s.vendor));
-    put(out, false, nf(&s.model));
+    put_text(out, false, s.vendor.as_deref());
+    put_text(out, false, s.model.as_deref());
     put(out, false, s.first_seen);
     if all {
         put(out, false, messages_to_json(&s.msgs));

@@ -1091,16 +1091,21 @@ impl<'a> Run<'a> {
 #[inline]
 fn lowercase_is(text: &str, lower: &str) -> bool {
     debug_assert_eq!(lower.to_lowercase(), lower);
-    if text.len() == lower.len() && text.eq_ignore_ascii_case(lower) {
-        // Equal but for ASCII case; `lower` has no ASCII capitals.
-        if text.is_ascii() {
-            return true;
-        }
-    } else if text.is_ascii() {
-        // Lowercasing ASCII changes ASCII capitals only.
-        return false;
+    let (t, l) = (text.as_bytes(), lower.as_bytes());
+    if t.len() != l.len() {
+        // Lowercasing ASCII keeps the length.
+        return !text.is_ascii() && text.to_lowercase() == lower;
     }
-    text.to_lowercase() == lower
+    for (a, b) in t.iter().zip(l) {
+        if !a.is_ascii() {
+            return text.to_lowercase() == lower;
+        }
+        // Everything before is ASCII, so this is where the lowercased text has this byte.
+        if a.to_ascii_lowercase() != *b {
+            return false;
+        }
+    }
+    true
 }
 
 /// Append `items` lowercased and joined by ", " (`implode(', ', array_map('strtolower', ..))`).
