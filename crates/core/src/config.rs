@@ -45,6 +45,47 @@ pub struct SiteConfig {
     pub groups: Vec<crate::settings::Group>,
     /// `[devices."<mac>"]`: one device's groups and settings.
     pub devices: std::collections::BTreeMap<String, crate::settings::DeviceEntry>,
+    /// What the update engine looks up on every poll, derived from `classes`, `nofirmdev`
+    /// and `nobootdev` on first use (see [`Derived`]).
+    #[serde(skip)]
+    pub engine_index: Derived<crate::innovaphone::engine::EngineIndex>,
+}
+
+/// A value derived from the rest of a configuration on its first use. A configuration does
+/// not change once in use (a reload builds a new one), and a copy starts empty and derives
+/// its own, so the value cannot outlive what it was derived from. It takes no part in
+/// comparisons and is not serialized.
+pub struct Derived<T>(std::sync::OnceLock<T>);
+
+impl<T> Derived<T> {
+    /// The value, derived by `f` on the first call.
+    pub fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(f)
+    }
+}
+
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Derived(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for Derived<T> {
+    fn clone(&self) -> Self {
+        Derived::default()
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> std::fmt::Debug for Derived<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived")
+    }
 }
 
 /// autoprov's own settings (not part of the reference `config.xml`).
@@ -791,6 +832,7 @@ impl Default for SiteConfig {
             vendors: Default::default(),
             groups: Default::default(),
             devices: Default::default(),
+            engine_index: Derived::default(),
         }
     }
 }

@@ -1039,15 +1039,71 @@ fn logs_json(states: &[&DeviceState]) -> String {
 }
 
 /// A fingerprint of the device row `state` makes, but for `seen` and the message log: the
-/// values [`devices_json`] writes for the other columns, hashed (so a column added there
-/// is covered here).
+/// values [`devices_json`] writes for the other columns, hashed as they are passed to it
+/// (one list of columns, [`device_columns`], feeds both, so a column added there is covered
+/// here).
 pub(crate) fn columns_print(state: &DeviceState) -> u64 {
     use std::hash::Hasher;
-    let mut out = Vec::with_capacity(256);
-    device_columns(&mut out, state, false);
-    let mut h = std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::default());
-    h.write(&out);
-    h.finish()
+    let mut sink = PrintSink(std::hash::BuildHasher::build_hasher(
+        &foldhash::quality::FixedState::default(),
+    ));
+    device_columns(&mut sink, state, false);
+    sink.0.finish()
+}
+
+/// Where [`device_columns`] sends a row's values.
+trait ColumnSink {
+    fn text(&mut self, first: bool, v: Option<&str>);
+    fn int(&mut self, v: Option<i64>);
+    /// `seen` or the message log, left out.
+    fn skip(&mut self);
+    fn log(&mut self, msgs: &[Message]);
+}
+
+/// The JSON row of [`UPSERT_DEVICES_JSON`].
+impl ColumnSink for Vec<u8> {
+    fn text(&mut self, first: bool, v: Option<&str>) {
+        put_text(self, first, v);
+    }
+    fn int(&mut self, v: Option<i64>) {
+        put(self, false, v);
+    }
+    fn skip(&mut self) {
+        self.push(b',');
+    }
+    fn log(&mut self, msgs: &[Message]) {
+        put(self, false, messages_to_json(msgs));
+    }
+}
+
+/// The fingerprint of [`columns_print`]: every value with a tag for its kind and, for
+/// text, its length, so that no two rows hash the same input.
+struct PrintSink(foldhash::quality::FoldHasher);
+
+impl ColumnSink for PrintSink {
+    fn text(&mut self, _first: bool, v: Option<&str>) {
+        use std::hash::Hasher;
+        match v {
+            Some(t) => {
+                self.0.write_u8(1);
+                self.0.write_usize(t.len());
+                self.0.write(t.as_bytes());
+            }
+            None => self.0.write_u8(0),
+        }
+    }
+    fn int(&mut self, v: Option<i64>) {
+        use std::hash::Hasher;
+        match v {
+            Some(n) => {
+                self.0.write_u8(3);
+                self.0.write_i64(n);
+            }
+            None => self.0.write_u8(2),
+        }
+    }
+    fn skip(&mut self) {}
+    fn log(&mut self, _msgs: &[Message]) {}
 }
 
 /// `states` as the JSON rows of [`UPSERT_DEVICES_JSON`]: the values [`bind_device`] binds,
@@ -1068,44 +1124,43 @@ fn devices_json(states: &[&DeviceState]) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The [`UPSERT_DEVICE_HEAD`] columns of `s`, comma-separated; `seen` and `msgs` only when
-/// `all` (else their places stay empty).
-fn device_columns(out: &mut Vec<u8>, s: &DeviceState, all: bool) {
+/// The [`UPSERT_DEVICE_HEAD`] columns of `s`, in order; `seen` and `msgs` only when `all`.
+fn device_columns(out: &mut impl ColumnSink, s: &DeviceState, all: bool) {
     let d = &s.device;
-    put_text(out, true, Some(&s.sn));
+    out.text(true, Some(&s.sn));
     if all {
-        put(out, false, s.seen);
+        out.int(Some(s.seen));
     } else {
-        out.push(b',');
+        out.skip();
     }
-    put_text(out, false, s.phase.as_deref());
-    put_text(out, false, s.nextphase.as_deref());
-    put(out, false, s.skipnext);
-    put_text(out, false, s.requested.as_deref());
-    put_text(out, false, d.device_type.as_deref());
-    put_text(out, false, d.classes.as_deref());
-    put_text(out, false, d.ip.as_deref());
-    put(out, false, i64::from(d.rp));
-    put_text(out, false, d.proxy.as_deref());
-    put_text(out, false, d.realip.as_deref());
-    put_text(out, false, d.hwid.as_deref());
-    put_text(out, false, d.phase.as_deref());
-    put_text(out, false, d.environments.as_deref());
-    put(out, false, d.backup);
-    put_text(out, false, d.certstat.as_deref());
-    put_text(out, false, d.request_downloaded.as_deref());
-    put_text(out, false, s.firmware.build.as_deref());
-    put_text(out, false, s.firmware.requested.as_deref());
-    put(out, false, s.firmware.requested_at);
-    put_text(out, false, s.bootcode.build.as_deref());
-    put(out, false, s.bootcode.requested_at);
-    put_text(out, false, s.vendor.as_deref());
-    put_text(out, false, s.model.as_deref());
-    put(out, false, s.first_seen);
+    out.text(false, s.phase.as_deref());
+    out.text(false, s.nextphase.as_deref());
+    out.int(s.skipnext);
+    out.text(false, s.requested.as_deref());
+    out.text(false, d.device_type.as_deref());
+    out.text(false, d.classes.as_deref());
+    out.text(false, d.ip.as_deref());
+    out.int(Some(i64::from(d.rp)));
+    out.text(false, d.proxy.as_deref());
+    out.text(false, d.realip.as_deref());
+    out.text(false, d.hwid.as_deref());
+    out.text(false, d.phase.as_deref());
+    out.text(false, d.environments.as_deref());
+    out.int(d.backup);
+    out.text(false, d.certstat.as_deref());
+    out.text(false, d.request_downloaded.as_deref());
+    out.text(false, s.firmware.build.as_deref());
+    out.text(false, s.firmware.requested.as_deref());
+    out.int(s.firmware.requested_at);
+    out.text(false, s.bootcode.build.as_deref());
+    out.int(s.bootcode.requested_at);
+    out.text(false, s.vendor.as_deref());
+    out.text(false, s.model.as_deref());
+    out.int(s.first_seen);
     if all {
-        put(out, false, messages_to_json(&s.msgs));
+        out.log(&s.msgs);
     } else {
-        out.push(b',');
+        out.skip();
     }
 }
 
@@ -1115,7 +1170,6 @@ fn device_columns(out: &mut Vec<u8>, s: &DeviceState, all: bool) {
 /// first as it is). A full log of 200 messages takes ~1 KB instead of ~10 KB as
 /// `[time, text]` pairs, which is what every write of the state costs.
 fn messages_to_json(msgs: &[Message]) -> String {
-    use std::fmt::Write;
     if msgs.is_empty() {
         return "[]".into();
     }
@@ -1124,6 +1178,7 @@ fn messages_to_json(msgs: &[Message]) -> String {
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut texts: Vec<&str> = Vec::new();
     let mut log = String::with_capacity(msgs.len() * 6);
+    let mut digits = itoa::Buffer::new();
     let mut last = 0i64;
     for (n, m) in msgs.iter().enumerate() {
         let text: &str = &m.msg;
@@ -1150,11 +1205,20 @@ fn messages_to_json(msgs: &[Message]) -> String {
             log.push(',');
         }
         // Differences wrap, and so does reading them back: exact for every i64.
-        let _ = write!(log, "{},{i}", m.time.wrapping_sub(last));
+        log.push_str(digits.format(m.time.wrapping_sub(last)));
+        log.push(',');
+        log.push_str(digits.format(i));
         last = m.time;
     }
-    let texts = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
-    format!("{{\"texts\":{texts},\"log\":[{log}]}}")
+    let mut out: Vec<u8> = Vec::with_capacity(log.len() + 64 * texts.len() + 24);
+    out.extend_from_slice(b"{\"texts\":");
+    // Strings always serialize.
+    let _ = serde_json::to_writer(&mut out, &texts);
+    out.extend_from_slice(b",\"log\":[");
+    out.extend_from_slice(log.as_bytes());
+    out.extend_from_slice(b"]}");
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A JSON number as a time: numbers (fractions cut), numeric text; anything else is `None`.

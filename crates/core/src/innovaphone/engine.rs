@@ -107,16 +107,22 @@ impl<'a> SiteView<'a> {
 
     fn classes_of(&self, device_type: &str) -> Vec<String> {
         let t = device_type.to_lowercase();
-        let mut out: Vec<String> = Vec::new();
-        for c in &self.cfg.classes {
-            if c.models.iter().any(|m| lowercase_is(m, &t)) && !out.contains(&c.id) {
-                out.push(c.id.clone());
-            }
-        }
+        let mut out = self
+            .index()
+            .model_classes
+            .get(&t)
+            .cloned()
+            .unwrap_or_default();
         if !out.contains(&t) {
             out.push(t);
         }
         out
+    }
+
+    fn index(&self) -> &EngineIndex {
+        self.cfg
+            .engine_index
+            .get_or_init(|| EngineIndex::of(self.cfg))
     }
 
     fn environment(&self, id: &str) -> Option<&crate::config::Environment> {
@@ -855,18 +861,18 @@ impl<'a> Run<'a> {
             }
         };
         let type_lower = device_type.to_lowercase();
-        let nofirmdev = &self.view.cfg.nofirmdev;
-        let nofirm = nofirmdev.iter().any(|s| lowercase_is(s, &type_lower));
-        let mut line = String::from("nofirm: ");
-        push_lower_joined(&mut line, nofirmdev);
+        let index = self.view.index();
+        let nofirm = index.nofirm.iter().any(|s| *s == type_lower);
+        let noboot = index.noboot.iter().any(|s| *s == type_lower);
+        let mut line = String::with_capacity(index.nofirm_joined.len() + device_type.len() + 40);
+        line.push_str("nofirm: ");
+        line.push_str(&index.nofirm_joined);
         line.push_str(". This device type=");
         line.push_str(device_type);
         self.comment(&line);
-        let nobootdev = &self.view.cfg.nobootdev;
-        let noboot = nobootdev.iter().any(|s| lowercase_is(s, &type_lower));
         line.clear();
         line.push_str("noboot: ");
-        push_lower_joined(&mut line, nobootdev);
+        line.push_str(&index.noboot_joined);
         self.comment(&line);
 
         let mut reset = false;
@@ -1085,39 +1091,40 @@ impl<'a> Run<'a> {
 }
 
 /// Whether an `<applies>` condition holds for a device.
-/// `text.to_lowercase() == lower` for a `lower` that is lowercase already (a `to_lowercase`
-/// result), without allocating for ASCII `text` (every model name in practice; the default
-/// configuration lists well over a hundred, compared on every poll).
-#[inline]
-fn lowercase_is(text: &str, lower: &str) -> bool {
-    debug_assert_eq!(lower.to_lowercase(), lower);
-    let (t, l) = (text.as_bytes(), lower.as_bytes());
-    if t.len() != l.len() {
-        // Lowercasing ASCII keeps the length.
-        return !text.is_ascii() && text.to_lowercase() == lower;
-    }
-    for (a, b) in t.iter().zip(l) {
-        if !a.is_ascii() {
-            return text.to_lowercase() == lower;
-        }
-        // Everything before is ASCII, so this is where the lowercased text has this byte.
-        if a.to_ascii_lowercase() != *b {
-            return false;
-        }
-    }
-    true
+/// What the engine looks up on every poll, derived once per configuration
+/// ([`SiteConfig::engine_index`]): the reference lowercases the model lists on every request.
+#[derive(Debug, Default)]
+pub struct EngineIndex {
+    /// Class ids by lowercased model name, each in `classes` order, once.
+    model_classes: std::collections::HashMap<String, Vec<String>>,
+    /// `nofirmdev` and `nobootdev` lowercased, and joined by ", " as the script's comments
+    /// show them.
+    nofirm: Vec<String>,
+    noboot: Vec<String>,
+    nofirm_joined: String,
+    noboot_joined: String,
 }
 
-/// Append `items` lowercased and joined by ", " (`implode(', ', array_map('strtolower', ..))`).
-fn push_lower_joined(out: &mut String, items: &[String]) {
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
+impl EngineIndex {
+    fn of(cfg: &SiteConfig) -> EngineIndex {
+        let mut model_classes: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for c in &cfg.classes {
+            for m in &c.models {
+                let ids = model_classes.entry(m.to_lowercase()).or_default();
+                if !ids.contains(&c.id) {
+                    ids.push(c.id.clone());
+                }
+            }
         }
-        if item.is_ascii() {
-            out.extend(item.bytes().map(|b| char::from(b.to_ascii_lowercase())));
-        } else {
-            out.push_str(&item.to_lowercase());
+        let lower = |list: &[String]| list.iter().map(|s| s.to_lowercase()).collect::<Vec<_>>();
+        let (nofirm, noboot) = (lower(&cfg.nofirmdev), lower(&cfg.nobootdev));
+        EngineIndex {
+            model_classes,
+            nofirm_joined: nofirm.join(", "),
+            noboot_joined: noboot.join(", "),
+            nofirm,
+            noboot,
         }
     }
 }
@@ -1262,21 +1269,46 @@ pub fn check_type(t: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// The derived model index answers `classes_of` as the reference's loop over every class
+    /// and model does; a changed copy of a configuration derives its own.
     #[test]
-    fn lowercase_is_is_to_lowercase_eq() {
-        let words = [
-            "", "IP232", "ip232", "IP232x", "iP232", "Ip23", "X", "x", "ÄBC", "äbc", "Äbc", "aBC",
-            "İ", "i\u{307}", "ǅ", "ǆ", "ẞ", "ß", "K", "\u{212a}", "k", "IPva", "ipva",
+    fn classes_from_the_index_are_the_reference_loop() {
+        let mut cfg = SiteConfig::default();
+        let class = |id: &str, models: &[&str]| crate::config::Class {
+            id: id.into(),
+            models: models.iter().map(|m| m.to_string()).collect(),
+        };
+        cfg.classes = vec![
+            class("A", &["IP232", "ip232", "X1"]),
+            class("b", &["ip232"]),
+            class("A", &["x1"]),
+            class("umlaut", &["ÄB"]),
+            class("ip232", &["IP232"]),
         ];
-        for text in words {
-            for other in words {
-                let lower = other.to_lowercase();
-                assert_eq!(
-                    lowercase_is(text, &lower),
-                    text.to_lowercase() == lower,
-                    "{text:?} vs {lower:?}"
-                );
+        let reference = |cfg: &SiteConfig, device_type: &str| {
+            let t = device_type.to_lowercase();
+            let mut out: Vec<String> = Vec::new();
+            for c in &cfg.classes {
+                if c.models.iter().any(|m| m.to_lowercase() == t) && !out.contains(&c.id) {
+                    out.push(c.id.clone());
+                }
             }
+            if !out.contains(&t) {
+                out.push(t);
+            }
+            out
+        };
+        let types = ["IP232", "ip232", "x1", "X1", "äb", "ÄB", "none", ""];
+        let view = SiteView::new(&cfg, "http://h");
+        for t in types {
+            assert_eq!(view.classes_of(t), reference(&cfg, t), "{t}");
+        }
+        assert_eq!(view.classes_of("Ip232"), ["A", "b", "ip232"]);
+        let mut changed = cfg.clone();
+        changed.classes.truncate(1);
+        let view = SiteView::new(&changed, "http://h");
+        for t in types {
+            assert_eq!(view.classes_of(t), reference(&changed, t), "{t}");
         }
     }
 
