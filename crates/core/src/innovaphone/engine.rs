@@ -862,8 +862,8 @@ impl<'a> Run<'a> {
         };
         let type_lower = device_type.to_lowercase();
         let index = self.view.index();
-        let nofirm = index.nofirm.iter().any(|s| *s == type_lower);
-        let noboot = index.noboot.iter().any(|s| *s == type_lower);
+        let nofirm = index.nofirm.contains(&type_lower);
+        let noboot = index.noboot.contains(&type_lower);
         let mut line = String::with_capacity(index.nofirm_joined.len() + device_type.len() + 40);
         line.push_str("nofirm: ");
         line.push_str(&index.nofirm_joined);
