@@ -20,12 +20,18 @@ batches count), and a second dump. Scenarios (as in `run.py`):
   FLOOR  a path nobody serves (404), keep-alive
   FLOORC the same, a new connection per request
 
+With `--cpu` it runs the builds natively instead and reports the server's user and system
+CPU time per request (from /proc, all threads) for the same requests from one client, one at
+a time: CPU time, so it moves with the VM, but without a load generator competing for the
+cores it repeats to ~10 %.
+
 usage:
   python3 bench/instr.py                          # build, then every scenario
   python3 bench/instr.py --only R1,R4 --binary target/release/autoprov
   python3 bench/instr.py --baseline /tmp/old-autoprov   # A/B: both builds, same requests
   python3 bench/instr.py --keep                   # keep the callgrind files for
                                                   # callgrind_annotate (path printed)
+  python3 bench/instr.py --cpu --only R1 --baseline /tmp/old-autoprov --requests 20000
 """
 import argparse
 import glob
@@ -64,7 +70,25 @@ class Client:
         return r.status
 
 
-def measure(binary, scenarios, n, devices, keep):
+def cpu_seconds(pid):
+    """(user, system) CPU seconds of every thread of `pid` so far."""
+    user = system = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        user += int(fields[11])
+        system += int(fields[12])
+    # Threads that ended count in the process's own totals (cutime is for children).
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return max(user, int(fields[11])) / tick, max(system, int(fields[12])) / tick
+
+
+def measure(binary, scenarios, n, devices, keep, cpu=False):
     work = tempfile.mkdtemp(prefix="autoprov-instr-")
     site = os.path.join(work, "site")
     B.make_site(site, devices)
@@ -72,6 +96,8 @@ def measure(binary, scenarios, n, devices, keep):
     out = os.path.join(work, "callgrind.out")
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
             binary, "serve", "--site", site, "--listen", f"127.0.0.1:{port}"]
+    if cpu:
+        argv = argv[argv.index(binary):]
     with open(os.path.join(work, "server.log"), "w") as log:
         proc = subprocess.Popen(argv, env=dict(os.environ, AUTOPROV_LOG="warn"),
                                 stdout=subprocess.DEVNULL, stderr=log)
@@ -105,6 +131,17 @@ def measure(binary, scenarios, n, devices, keep):
             # Warm-up: every device once (caches, clean copies), never-seen ones elsewhere.
             for k in range(max(200, devices)):
                 client.get(*request(kind, k + 500_000 if kind == "R5" else k), fresh=fresh)
+            if cpu:
+                time.sleep(0.4)
+                before = cpu_seconds(proc.pid)
+                statuses = set()
+                for k in range(n):
+                    statuses.add(client.get(*request(kind, k), fresh=fresh))
+                time.sleep(0.4)
+                after = cpu_seconds(proc.pid)
+                user, system = ((a - b) / n * 1e6 for a, b in zip(after, before))
+                result[kind] = ((user, system), sorted(statuses), None)
+                continue
             dump("before-" + kind)
             statuses = set()
             for k in range(n):
@@ -135,12 +172,15 @@ def main():
     ap.add_argument("--requests", type=int, default=1500, help="measured requests per scenario")
     ap.add_argument("--devices", type=int, default=300)
     ap.add_argument("--keep", action="store_true", help="keep the callgrind files")
+    ap.add_argument("--cpu", action="store_true",
+                    help="native runs: user and system CPU µs per request instead of instructions")
     a = ap.parse_args()
     scenarios = [x.strip().upper() for x in a.only.split(",") if x.strip()]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         sys.exit(f"instr: unknown scenario(s) {', '.join(sorted(unknown))}")
-    B.need("valgrind", "valgrind")
+    if not a.cpu:
+        B.need("valgrind", "valgrind")
     B.need("openssl", "openssl")
     binary = a.binary
     if not binary:
@@ -150,8 +190,24 @@ def main():
     runs = [("autoprov", binary)] + ([("baseline", a.baseline)] if a.baseline else [])
     results = {}
     for label, path in runs:
-        print(f"instr: measuring {path} under callgrind...", file=sys.stderr)
-        results[label] = measure(os.path.abspath(path), scenarios, a.requests, a.devices, a.keep)
+        how = "natively" if a.cpu else "under callgrind"
+        print(f"instr: measuring {path} {how}...", file=sys.stderr)
+        results[label] = measure(os.path.abspath(path), scenarios, a.requests, a.devices, a.keep, a.cpu)
+    if a.cpu:
+        head = "| scenario | user µs/request | system µs/request |"
+        if a.baseline:
+            head = "| scenario | user µs/request | baseline | system µs/request | baseline | status |"
+        print(head)
+        print("|" + "---|" * (head.count("|") - 1))
+        for kind in scenarios:
+            (user, system), statuses, _ = results["autoprov"][kind]
+            st = ",".join(map(str, statuses))
+            if a.baseline:
+                (bu, bs), _, _ = results["baseline"][kind]
+                print(f"| {kind} | {user:.1f} | {bu:.1f} | {system:.1f} | {bs:.1f} | {st} |")
+            else:
+                print(f"| {kind} | {user:.1f} | {system:.1f} | {st} |")
+        return
     head = "| scenario | instructions/request | status |"
     if a.baseline:
         head = "| scenario | instructions/request | baseline | change | status |"
