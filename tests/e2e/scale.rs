@@ -67,6 +67,144 @@ hook_timeout = 10
     assert_eq!(app.get(&format!("/update.php?{DEV}")).await.0, 200);
 }
 
+/// One HTTP/1.1 request on a raw connection; the status line's code, the head and whether
+/// the server closed the connection after the answer.
+async fn raw_request(
+    conn: &mut tokio::net::TcpStream,
+    path: &str,
+    keep_alive: bool,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: Yealink SIP-T46S 66.86.0.15 001565000001\r\n{}\r\n",
+        if keep_alive { "" } else { "Connection: close\r\n" }
+    );
+    conn.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    Some((code, text))
+}
+
+/// Read until the server closes the connection (true) or `wait` passes (false).
+async fn closed_by_server(conn: &mut tokio::net::TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, conn.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn connections_past_the_budget_get_503_at_once_and_a_freed_place_serves_again() {
+    let toml = r#"
+[server]
+max_connections = 4
+config_retry_after = 7
+"#;
+    let app = TestApp::spawn(toml, |_| {}).await;
+    let connect = || tokio::net::TcpStream::connect(app.addr);
+
+    // Four kept-alive connections take the budget.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = connect().await.unwrap();
+        let (code, _) = raw_request(&mut c, "/healthz", true).await.unwrap();
+        assert_eq!(code, 200);
+        held.push(c);
+    }
+    // The fifth is answered 503 with Retry-After, even for a path that is not configuration,
+    // and closed by the server.
+    let t0 = Instant::now();
+    let mut c = connect().await.unwrap();
+    let (code, head) = raw_request(&mut c, "/healthz", true).await.unwrap();
+    assert_eq!(code, 503, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("retry-after: 7\r\n"), "{head}");
+    assert!(lower.contains("connection: close\r\n"), "{head}");
+    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the refusal must not wait"
+    );
+    // The held connections still work.
+    let (code, _) = raw_request(&mut held[0], "/snom/snomD785.htm", true)
+        .await
+        .unwrap();
+    assert_ne!(code, 503);
+
+    // Fill the overflow (8 places) with connections that say nothing: the next connection is
+    // left in the backlog, unanswered, until a place frees.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(connect().await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut waiting = connect().await.unwrap();
+    let pending = tokio::spawn(async move {
+        let r = raw_request(&mut waiting, "/healthz", false).await;
+        (r, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pending.is_finished(),
+        "past the overflow nothing is accepted"
+    );
+    // A served connection ends: its place goes to the waiting one, which is served.
+    let freed_at = Instant::now();
+    drop(held.pop());
+    let (r, answered_at) = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .expect("a freed place is used")
+        .unwrap();
+    assert_eq!(r.expect("an answer").0, 200);
+    assert!(answered_at >= freed_at);
+
+    // The silent refused connections are closed after at most 5 s without a request.
+    for mut c in silent {
+        assert!(closed_by_server(&mut c, Duration::from_secs(8)).await);
+    }
+    // With places free again, new connections are served.
+    let mut c = connect().await.unwrap();
+    assert_eq!(raw_request(&mut c, "/healthz", true).await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_idle_timeout() {
+    let app = TestApp::spawn("[server]\nidle_timeout = 1\n", |_| {}).await;
+    let mut c = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    assert_eq!(raw_request(&mut c, "/healthz", true).await.unwrap().0, 200);
+    // still open right after the answer, closed once idle for longer than a second
+    assert!(!closed_by_server(&mut c, Duration::from_millis(300)).await);
+    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await);
+    // one that never sends a request is closed too
+    let mut c = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    assert!(closed_by_server(&mut c, Duration::from_secs(5)).await);
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -115,6 +115,16 @@ pub struct ServerConfig {
     pub max_config_requests: u32,
     /// Seconds sent in `Retry-After` with such a 503.
     pub config_retry_after: u64,
+    /// Connections held open at once over all listeners. Beyond it a connection is still
+    /// accepted and every request on it is answered 503 with `Retry-After` and closed (a
+    /// sixteenth more, at least 8, may be in that state at once; past those the listeners
+    /// wait for a connection to end), so a storm finds out at once instead of a hung
+    /// connect or an accept failing for want of file descriptors. 0 (the default) derives
+    /// it from the open-files limit, which `serve` raises to its hard limit at start.
+    pub max_connections: u32,
+    /// Seconds a connection may take to send a request's head, and may stay idle between
+    /// two requests on a kept-alive connection, before it is closed.
+    pub idle_timeout: u64,
     /// Largest accepted upload body (backups, query results, CSRs), in bytes.
     pub max_upload_bytes: u64,
     /// Clean path prefix served besides `/update.php` and `<prefix>/update.php`.
@@ -130,6 +140,8 @@ impl Default for ServerConfig {
             state_cache_mib: 64,
             max_config_requests: 4096,
             config_retry_after: 5,
+            max_connections: 0,
+            idle_timeout: 30,
             max_upload_bytes: 4 * 1024 * 1024,
             clean_path: "/innovaphone/update".into(),
         }

@@ -129,7 +129,7 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
 
 /// 503 with `Retry-After`: the configuration budget is spent. Answered at once, with
 /// `Connection: close` so a storm of phones does not keep idle connections open.
-fn overloaded(retry_after: u64) -> Response {
+pub(crate) fn overloaded(retry_after: u64) -> Response {
     let mut r = respond::text(
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         "autoprov is busy, retry later\n".to_string(),

@@ -12,12 +12,22 @@
 //! * [`ConnInfo`]: the listener kind, whether the peer is a trusted reverse proxy (only then is
 //!   `X-Forwarded-For` believed), and the verified client certificate on MTLS listeners.
 //!
+//! Connections are budgeted over all listeners ([`ConnBudget`], `[server] max_connections`,
+//! by default derived from the open-files limit, which [`raise_nofile_limit`] lifts to its
+//! hard limit): past the budget a connection is still accepted, but every request on it is
+//! answered 503 with `Retry-After` and `Connection: close`; past a small overflow of such
+//! connections the listeners wait for one to end. A storm therefore learns at once to come
+//! back later, and the server never runs out of descriptors for its database and files.
+//! A connection that sends nothing for `[server] idle_timeout` seconds (before its first
+//! request's head is complete, or between two requests) is closed.
+//!
 //! Shutdown is graceful: no new connections, requests in flight finish (at most 30 s).
 //! This module must not look at requests: routing and answers belong to the handlers.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,6 +163,14 @@ impl Bound {
             shutdown.await;
             let _ = tx.send(true);
         });
+        let budget = Arc::new(ConnBudget::for_config(
+            state.site().config.server.max_connections,
+        ));
+        tracing::info!(
+            max_connections = budget.max,
+            overflow = budget.max_refusing,
+            "connection budget"
+        );
         let router = crate::router(state.clone());
         let servers = self.listeners.into_iter().map(|(listener, local, kind)| {
             let ctx = Arc::new(ListenerCtx {
@@ -161,6 +179,7 @@ impl Bound {
                 router: router.clone(),
                 state: state.clone(),
                 tls: tls.clone(),
+                budget: budget.clone(),
             });
             let rx = rx.clone();
             async move {
@@ -181,6 +200,160 @@ struct ListenerCtx {
     router: axum::Router,
     state: AppState,
     tls: Option<TlsSetup>,
+    budget: Arc<ConnBudget>,
+}
+
+/// Raise the soft limit of open files to the hard limit (as far as the process may); the
+/// soft limit in force afterwards. A server holding one descriptor per phone connection
+/// should not stop at the 1024 most systems start a process with.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// How many connections are open, over all listeners, against the budget.
+pub struct ConnBudget {
+    open: AtomicUsize,
+    /// Connections served normally.
+    pub max: usize,
+    refusing: AtomicUsize,
+    /// Connections beyond `max` answered 503, at most this many at once.
+    pub max_refusing: usize,
+    freed: tokio::sync::Notify,
+}
+
+/// What a connection may do; dropping it gives its place back.
+pub struct ConnPermit {
+    budget: Arc<ConnBudget>,
+    refusing: bool,
+}
+
+impl ConnPermit {
+    /// Whether every request on the connection is to be answered 503.
+    pub fn refusing(&self) -> bool {
+        self.refusing
+    }
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let counter = if self.refusing {
+            &self.budget.refusing
+        } else {
+            &self.budget.open
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+        self.budget.freed.notify_waiters();
+    }
+}
+
+impl ConnBudget {
+    /// `configured` connections (0: derived from the open-files limit after raising it,
+    /// keeping an eighth of it, at least 64, for the database, firmware files and the rest).
+    pub fn for_config(configured: u32) -> ConnBudget {
+        let limit = raise_nofile_limit().min(1 << 24) as usize;
+        let (max, max_refusing) = if configured > 0 {
+            let max = configured as usize;
+            let refusing = (max / 16).max(8);
+            if max + refusing > limit {
+                tracing::warn!(
+                    max_connections = max,
+                    open_files_limit = limit,
+                    "[server] max_connections (and its overflow) exceed the open-files limit: accepts may fail"
+                );
+            }
+            (max, refusing)
+        } else {
+            let usable = limit.saturating_sub((limit / 8).max(64)).max(24);
+            let refusing = (usable / 17).max(8);
+            (usable - refusing, refusing)
+        };
+        ConnBudget::new(max, max_refusing)
+    }
+
+    pub fn new(max: usize, max_refusing: usize) -> ConnBudget {
+        ConnBudget {
+            open: AtomicUsize::new(0),
+            max: max.max(1),
+            refusing: AtomicUsize::new(0),
+            max_refusing: max_refusing.max(1),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn take(counter: &AtomicUsize, max: usize) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// A place for a new connection: a normal one, else a refusing one, else none.
+    pub fn admit(self: &Arc<Self>) -> Option<ConnPermit> {
+        let refusing = if Self::take(&self.open, self.max) {
+            false
+        } else if Self::take(&self.refusing, self.max_refusing) {
+            true
+        } else {
+            return None;
+        };
+        Some(ConnPermit {
+            budget: self.clone(),
+            refusing,
+        })
+    }
+
+    /// A refusing permit taken before a connection arrived becomes a normal one when a
+    /// normal place has been freed since.
+    pub fn upgrade(self: &Arc<Self>, permit: ConnPermit) -> ConnPermit {
+        if permit.refusing && Self::take(&self.open, self.max) {
+            drop(permit);
+            return ConnPermit {
+                budget: self.clone(),
+                refusing: false,
+            };
+        }
+        permit
+    }
+
+    /// A place, waiting for a connection to end when there is none.
+    pub async fn admit_wait(self: &Arc<Self>) -> ConnPermit {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a place freed in between is not missed.
+            freed.as_mut().enable();
+            if let Some(p) = self.admit() {
+                return p;
+            }
+            freed.await;
+        }
+    }
+
+    /// Connections open now (normal, refusing).
+    pub fn in_use(&self) -> (usize, usize) {
+        (
+            self.open.load(Ordering::Acquire),
+            self.refusing.load(Ordering::Acquire),
+        )
+    }
 }
 
 async fn accept_loop(
@@ -190,16 +363,33 @@ async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     loop {
+        // A place first: when even the overflow is taken, new connections wait in the
+        // kernel's backlog until one ends.
+        let permit = match ctx.budget.admit() {
+            Some(p) => p,
+            None => {
+                tracing::warn!(local = %ctx.local, "connection budget and overflow exhausted; not accepting until a connection ends");
+                tokio::select! {
+                    p = ctx.budget.admit_wait() => p,
+                    _ = rx.wait_for(|stop| *stop) => break,
+                }
+            }
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = rx.wait_for(|stop| *stop) => break,
         };
         match accepted {
             Ok((tcp, peer)) => {
+                // The place was taken before the connection came; one may have freed since.
+                let permit = ctx.budget.upgrade(permit);
+                if permit.refusing() {
+                    tracing::debug!(%peer, local = %ctx.local, "over the connection budget: answering 503");
+                }
                 let ctx = ctx.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    serve_connection(ctx, tcp, peer, watcher).await;
+                    serve_connection(ctx, tcp, peer, watcher, permit).await;
                 });
             }
             Err(e) => {
@@ -226,8 +416,10 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     watcher: hyper_util::server::graceful::Watcher,
+    permit: ConnPermit,
 ) {
     let _ = tcp.set_nodelay(true);
+    let refuse = permit.refusing();
     let site = ctx.state.site_arc();
     let trusted_proxy = site.config.tls.is_trusted_proxy(peer.ip());
     let info = ListenerInfo {
@@ -275,7 +467,8 @@ async fn serve_connection(
                 trusted_proxy,
                 client_cert,
             };
-            Box::pin(http(ctx, TokioIo::new(stream), peer, info, conn, watcher)).await;
+            let io = TokioIo::new(stream);
+            Box::pin(http(ctx, io, peer, info, conn, watcher, refuse)).await;
         }
         _ => {
             let conn = ConnInfo {
@@ -284,9 +477,10 @@ async fn serve_connection(
                 client_cert: None,
             };
             let io = TokioIo::new(crate::sendfile::SendfileStream::new(tcp));
-            Box::pin(http(ctx, io, peer, info, conn, watcher)).await;
+            Box::pin(http(ctx, io, peer, info, conn, watcher, refuse)).await;
         }
     }
+    drop(permit);
 }
 
 async fn http<I>(
@@ -296,10 +490,19 @@ async fn http<I>(
     info: ListenerInfo,
     conn: ConnInfo,
     watcher: hyper_util::server::graceful::Watcher,
+    refuse: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let router = ctx.router.clone();
+    let server_cfg = &ctx.state.site().config.server;
+    let retry_after = server_cfg.config_retry_after;
+    // A refused connection gets little time to say what it wants.
+    let idle = Duration::from_secs(if refuse {
+        server_cfg.idle_timeout.clamp(1, 5)
+    } else {
+        server_cfg.idle_timeout.max(1)
+    });
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let ext = req.extensions_mut();
         ext.insert(ConnectInfo(peer));
@@ -307,6 +510,9 @@ async fn http<I>(
         ext.insert(conn.clone());
         let router = router.clone();
         async move {
+            if refuse {
+                return Ok::<_, Infallible>(crate::overloaded(retry_after));
+            }
             let resp = router
                 .oneshot(req.map(axum::body::Body::new))
                 .await
@@ -318,12 +524,17 @@ async fn http<I>(
     // detection of the auto builder, which costs a read and a buffer per connection. TLS
     // listeners negotiate h2 or http/1.1 by ALPN and keep the auto builder.
     let result = if info.https {
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(idle);
         let connection = builder.serve_connection_with_upgrades(io, svc);
         watcher.watch(connection.into_owned()).await
     } else {
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(idle)
             .serve_connection(io, svc);
         watcher
             .watch(connection)

@@ -251,6 +251,10 @@ pub fn restart_needed(old: &SiteConfig, new: &SiteConfig) -> Vec<String> {
         old.server.max_config_requests != new.server.max_config_requests,
     );
     cmp(
+        "[server] max_connections",
+        old.server.max_connections != new.server.max_connections,
+    );
+    cmp(
         "[tls] https_listen",
         old.tls.https_listen != new.tls.https_listen,
     );
