@@ -51,7 +51,7 @@ const UPSERT_DEVICE_TAIL: &str = " ON CONFLICT (sn) DO UPDATE SET seen = exclude
      model = excluded.model, first_seen = excluded.first_seen, msgs = excluded.msgs";
 
 /// Bind parameters per statement (PostgreSQL device rows, and child rows on both engines; SQLite
-/// device rows go as one JSON bind, see [`UPSERT_DEVICES_JSON`]). Far below the engines' limits
+/// device rows go with anonymous parameters, see [`BoundSql`]). Far below the engines' limits
 /// on purpose: binding cost grows
 /// faster than linearly with the statement size (measured: 1 500 devices with 12 messages each
 /// take 0.3 s at 300 binds, 0.6 s at 2 000, 8 s at 30 000 on SQLite; in the R1 benchmark
@@ -342,12 +342,15 @@ impl Store {
         self.save_many_in(&mut tx, &kept, unchanged)
             .await
             .map_err(|e| self.err(e))?;
-        for chunk in logs.chunks(JSON_ROWS) {
-            sqlx::query(LOG_DEVICES_JSON)
-                .bind(logs_json(chunk))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+        for (sql, rows) in bound_statements(&LOG_DEVICES_BOUND, logs) {
+            let mut q = sqlx::query(sql);
+            for s in rows {
+                q = q
+                    .bind(nf(s.sn.as_str()))
+                    .bind(s.seen)
+                    .bind(messages_to_json(&s.msgs));
+            }
+            q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
         }
         // Notes the written logs contain are done with.
         for s in kept.iter().chain(logs) {
@@ -360,13 +363,12 @@ impl Store {
                     .map_err(|e| self.err(e))?;
             }
         }
-        for chunk in touches.chunks(JSON_ROWS * 4) {
-            let json = serde_json::to_string(chunk).unwrap_or_else(|_| "[]".into());
-            sqlx::query(TOUCH_DEVICES_JSON)
-                .bind(json)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+        for (sql, rows) in bound_statements(&TOUCH_DEVICES_BOUND, touches) {
+            let mut q = sqlx::query(sql);
+            for (sn, seen) in rows {
+                q = q.bind(nf(*sn)).bind(*seen);
+            }
+            q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         self.note_own_write(generation);
@@ -625,10 +627,13 @@ impl Store {
         };
         for chunk in unique.chunks(per_statement) {
             if sqlite {
-                sqlx::query(&UPSERT_DEVICES_JSON)
-                    .bind(devices_json(chunk))
-                    .execute(&mut *tx)
-                    .await?;
+                for (sql, rows) in bound_statements(&UPSERT_DEVICES_BOUND, chunk) {
+                    let mut q = sqlx::query(sql);
+                    for s in rows {
+                        q = bind_device(q, s);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
             } else {
                 let sql = format!(
                     "{UPSERT_DEVICE_HEAD}{}{UPSERT_DEVICE_TAIL}",
@@ -727,7 +732,7 @@ impl Store {
                         .map(|i| format!("value ->> {i}"))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    // As for the device rows: each row parsed once (see UPSERT_DEVICES_JSON).
+                    // Each row parsed once: made binary JSON, then taken apart in place.
                     sqlx::query(&format!(
                         "WITH r(value) AS MATERIALIZED (SELECT jsonb(value) FROM json_each(?1)) \
                          INSERT INTO {table} ({columns}) SELECT {select} FROM r"
@@ -909,34 +914,9 @@ fn query_from_row(row: &AnyRow) -> QueryResult {
 }
 
 fn bind_device<'q>(q: AnyQuery<'q>, s: &DeviceState) -> AnyQuery<'q> {
-    let d = &s.device;
-    q.bind(nf(&s.sn))
-        .bind(s.seen)
-        .bind(nf(&s.phase))
-        .bind(nf(&s.nextphase))
-        .bind(s.skipnext)
-        .bind(nf(&s.requested))
-        .bind(nf(&d.device_type))
-        .bind(nf(&d.classes))
-        .bind(nf(&d.ip))
-        .bind(i64::from(d.rp))
-        .bind(nf(&d.proxy))
-        .bind(nf(&d.realip))
-        .bind(nf(&d.hwid))
-        .bind(nf(&d.phase))
-        .bind(nf(&d.environments))
-        .bind(d.backup)
-        .bind(nf(&d.certstat))
-        .bind(nf(&d.request_downloaded))
-        .bind(nf(&s.firmware.build))
-        .bind(nf(&s.firmware.requested))
-        .bind(s.firmware.requested_at)
-        .bind(nf(&s.bootcode.build))
-        .bind(s.bootcode.requested_at)
-        .bind(nf(&s.vendor))
-        .bind(nf(&s.model))
-        .bind(s.first_seen)
-        .bind(nf(messages_to_json(&s.msgs)))
+    let mut sink = BindSink(Some(q));
+    device_columns(&mut sink, s, true);
+    sink.0.expect("a bind sink always holds its query")
 }
 
 /// `meta` keys `forgotten:<sn>`: devices forgotten by a process without write-behind, for
@@ -970,78 +950,84 @@ pub(crate) struct QueuedWrite<'a> {
 pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> bool + Sync + 'a;
 
 /// `seen` of many devices on SQLite: one bind, a JSON array of `[sn, seen]` pairs.
-const TOUCH_DEVICES_JSON: &str = "UPDATE devices SET seen = j.value ->> 1 \
-     FROM json_each(?1) AS j WHERE devices.sn = j.value ->> 0";
+/// Rows per statement of device writes on SQLite (whole rows, touches, `seen` and message
+/// log), largest first: a batch is cut greedily into statements of these sizes, so that only these few
+/// statement texts are ever prepared (and kept in the connection's statement cache).
+const BOUND_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// `seen` and the message log of many devices on SQLite: one bind, a JSON array of
-/// `[sn, seen, msgs]` rows ([`logs_json`]), each made binary JSON once (see
-/// [`UPSERT_DEVICES_JSON`]). An update: a device deleted meanwhile stays deleted.
-const LOG_DEVICES_JSON: &str = "WITH r(value) AS MATERIALIZED \
-     (SELECT jsonb(value) FROM json_each(?1)) \
-     UPDATE devices SET seen = r.value ->> 1, msgs = r.value ->> 2 \
-     FROM r WHERE devices.sn = r.value ->> 0";
+/// Statement texts for each of [`BOUND_ROWS`].
+struct BoundSql {
+    sql: [String; BOUND_ROWS.len()],
+}
 
-/// Device rows per statement on SQLite (see [`UPSERT_DEVICES_JSON`]).
-const JSON_ROWS: usize = 500;
+/// `(?, ?), (?, ?)`: `rows` groups of `width` anonymous parameters. sqlx binds those in
+/// order, where it looks up the name of every `?NNN` or `$NNN` one in SQLite's list of
+/// names, which grows with the statement.
+fn anonymous_values(width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; rows].join(", ")
+}
 
-/// The device upsert for SQLite: one bind, a JSON array of rows (each an array of the
-/// [`UPSERT_DEVICE_HEAD`] columns in order, as [`devices_json`] writes them), unpacked by
-/// `json_each`. (`WHERE true` keeps SQLite's parser from reading `ON CONFLICT` as a join.)
-static UPSERT_DEVICES_JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let select = (0..DEVICE_BINDS)
-        .map(|i| format!("value ->> {i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let head = UPSERT_DEVICE_HEAD.trim_end().trim_end_matches("VALUES");
-    // Each row converted to SQLite's binary JSON once (materialised, so the planner does not
-    // copy `jsonb(value)` into every column): `->>` on binary JSON finds the element in
-    // place, where on text it parses the whole row again, the message log included, once
-    // per column.
-    format!(
-        "WITH r(value) AS MATERIALIZED (SELECT jsonb(value) FROM json_each(?1)) \
-         {head} SELECT {select} FROM r WHERE true{UPSERT_DEVICE_TAIL}"
-    )
+impl BoundSql {
+    fn new(sql: impl Fn(usize) -> String) -> BoundSql {
+        BoundSql {
+            sql: BOUND_ROWS.map(sql),
+        }
+    }
+
+    /// `UPDATE devices SET <set> FROM (VALUES (?, ...), ...) AS v WHERE devices.sn =
+    /// v.column1`, `width` values per row (the serial first): the values are bound as they
+    /// are, where a JSON array of rows cost more to build, escape and take apart than the
+    /// update itself (a message log is a string full of quotes). An update: a device deleted
+    /// meanwhile stays deleted.
+    fn update(set: &str, width: usize) -> BoundSql {
+        BoundSql::new(|rows| {
+            format!(
+                "UPDATE devices SET {set} FROM (VALUES {}) AS v WHERE devices.sn = v.column1",
+                anonymous_values(width, rows)
+            )
+        })
+    }
+}
+
+/// `seen` of many devices on SQLite, `(sn, seen)` per row.
+static TOUCH_DEVICES_BOUND: std::sync::LazyLock<BoundSql> =
+    std::sync::LazyLock::new(|| BoundSql::update("seen = v.column2", 2));
+
+/// `seen` and the message log of many devices on SQLite, `(sn, seen, msgs)` per row.
+static LOG_DEVICES_BOUND: std::sync::LazyLock<BoundSql> =
+    std::sync::LazyLock::new(|| BoundSql::update("seen = v.column2, msgs = v.column3", 3));
+
+/// Whole device rows on SQLite, [`bind_device`] per row.
+static UPSERT_DEVICES_BOUND: std::sync::LazyLock<BoundSql> = std::sync::LazyLock::new(|| {
+    BoundSql::new(|rows| {
+        format!(
+            "{UPSERT_DEVICE_HEAD}{}{UPSERT_DEVICE_TAIL}",
+            anonymous_values(DEVICE_BINDS, rows)
+        )
+    })
 });
 
-/// Append a JSON value, with a comma before it unless `first`.
-fn put<T: serde::Serialize>(out: &mut Vec<u8>, first: bool, v: T) {
-    if !first {
-        out.push(b',');
-    }
-    // Strings, numbers and options of them always serialize.
-    let _ = serde_json::to_writer(&mut *out, &v);
+/// `rows` cut into statements of [`BOUND_ROWS`] sizes, largest first.
+fn bound_statements<'a, T>(
+    update: &'a BoundSql,
+    mut rows: &'a [T],
+) -> impl Iterator<Item = (&'a str, &'a [T])> {
+    std::iter::from_fn(move || {
+        let i = BOUND_ROWS.iter().position(|&n| n <= rows.len())?;
+        let (now, rest) = rows.split_at(BOUND_ROWS[i]);
+        rows = rest;
+        Some((update.sql[i].as_str(), now))
+    })
 }
 
-/// Append a text value made NUL-free as [`nf`] does, copied only when it has a NUL.
-fn put_text(out: &mut Vec<u8>, first: bool, v: Option<&str>) {
-    match v {
-        Some(t) if t.contains('\0') => put(out, first, nf(t)),
-        v => put(out, first, v),
-    }
-}
-
-/// The rows of [`LOG_DEVICES_JSON`]: `[sn, seen, msgs]` per state.
-fn logs_json(states: &[&DeviceState]) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(states.len() * 1024);
-    out.push(b'[');
-    for (i, s) in states.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        put_text(&mut out, true, Some(&s.sn));
-        put(&mut out, false, s.seen);
-        put(&mut out, false, messages_to_json(&s.msgs));
-        out.push(b']');
-    }
-    out.push(b']');
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
+/// Device rows per transaction chunk on SQLite (each cut into statements of
+/// [`BOUND_ROWS`]); child rows per JSON statement.
+const JSON_ROWS: usize = 500;
 
 /// A fingerprint of the device row `state` makes, but for `seen` and the message log: the
-/// values [`devices_json`] writes for the other columns, hashed as they are passed to it
-/// (one list of columns, [`device_columns`], feeds both, so a column added there is covered
-/// here).
+/// values [`bind_device`] binds for the other columns, hashed as they are passed to it (one
+/// list of columns, [`device_columns`], feeds both, so a column added there is covered here).
 pub(crate) fn columns_print(state: &DeviceState) -> u64 {
     use std::hash::Hasher;
     let mut sink = PrintSink(std::hash::BuildHasher::build_hasher(
@@ -1060,19 +1046,30 @@ trait ColumnSink {
     fn log(&mut self, msgs: &[Message]);
 }
 
-/// The JSON row of [`UPSERT_DEVICES_JSON`].
-impl ColumnSink for Vec<u8> {
-    fn text(&mut self, first: bool, v: Option<&str>) {
-        put_text(self, first, v);
+/// The bind parameters of [`bind_device`]: text made NUL-free ([`nf`]).
+struct BindSink<'q>(Option<AnyQuery<'q>>);
+
+impl<'q> BindSink<'q> {
+    fn bind<T>(&mut self, v: T)
+    where
+        T: 'q + Send + sqlx::Encode<'q, Any> + sqlx::Type<Any>,
+    {
+        self.0 = self.0.take().map(|q| q.bind(v));
+    }
+}
+
+impl ColumnSink for BindSink<'_> {
+    fn text(&mut self, _first: bool, v: Option<&str>) {
+        self.bind(v.map(nf));
     }
     fn int(&mut self, v: Option<i64>) {
-        put(self, false, v);
+        self.bind(v);
     }
     fn skip(&mut self) {
-        self.push(b',');
+        unreachable!("a whole row is bound")
     }
     fn log(&mut self, msgs: &[Message]) {
-        put(self, false, messages_to_json(msgs));
+        self.bind(nf(messages_to_json(msgs)));
     }
 }
 
@@ -1104,24 +1101,6 @@ impl ColumnSink for PrintSink {
     }
     fn skip(&mut self) {}
     fn log(&mut self, _msgs: &[Message]) {}
-}
-
-/// `states` as the JSON rows of [`UPSERT_DEVICES_JSON`]: the values [`bind_device`] binds,
-/// in the same order, text made NUL-free the same way.
-fn devices_json(states: &[&DeviceState]) -> String {
-    let mut out: Vec<u8> = Vec::with_capacity(states.len() * 1024);
-    out.push(b'[');
-    for (i, s) in states.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        device_columns(&mut out, s, true);
-        out.push(b']');
-    }
-    out.push(b']');
-    // serde_json writes UTF-8 only.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The [`UPSERT_DEVICE_HEAD`] columns of `s`, in order; `seen` and `msgs` only when `all`.

@@ -1337,3 +1337,54 @@ async fn foreign_device_writes_count_other_processes_only() {
     }
     assert!(now > after_cli, "the other writer is noticed");
 }
+
+/// Many devices' steady polls and touches in one batch (cut into statements of several
+/// sizes): every row gets its own time and log, awkward text included, and nothing else.
+#[tokio::test]
+async fn a_big_batch_of_light_updates_and_touches_writes_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_secs(3600)).await;
+    let mut states: Vec<DeviceState> = (0..347)
+        .map(|i| full_state(&format!("dev-{i:04}")))
+        .collect();
+    let refs: Vec<&DeviceState> = states.iter().collect();
+    server.save_all(&refs).await.unwrap();
+    // Written once through the queue, so the server knows the rows it wrote.
+    for s in &states {
+        server.save(s).await.unwrap();
+    }
+    server.flush().await.unwrap();
+    let before = whole_row_updates(&dir, true).await;
+    for (i, s) in states.iter_mut().enumerate() {
+        s.seen += 1000 + i as i64;
+        s.msgs.push(Message {
+            time: s.seen,
+            msg: format!("poll {i}: \"quoted\" \\ back ü \t").into(),
+        });
+    }
+    let mut touched: Vec<DeviceState> = (0..299)
+        .map(|i| {
+            let mut s = full_state(&format!("tch-{i:04}"));
+            s.seen = 5;
+            s
+        })
+        .collect();
+    let refs: Vec<&DeviceState> = touched.iter().collect();
+    server.save_all(&refs).await.unwrap();
+    for s in &states {
+        server.save(s).await.unwrap();
+    }
+    for (i, s) in touched.iter_mut().enumerate() {
+        s.seen = 77_000 + i as i64;
+        server.save_seen(s.clone()).await.unwrap();
+    }
+    server.flush().await.unwrap();
+    assert_eq!(
+        whole_row_updates(&dir, false).await,
+        before,
+        "light updates only"
+    );
+    for s in states.iter().chain(&touched) {
+        assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(s), "{}", s.sn);
+    }
+}
