@@ -83,12 +83,12 @@ impl UpdateRequest {
 
     /// `http(s)://HOST/PATH` as the reference builds it.
     pub fn script_url(&self) -> String {
-        format!(
-            "{}://{}{}",
-            if self.https { "https" } else { "http" },
-            self.host,
-            self.path
-        )
+        let scheme = if self.https { "https://" } else { "http://" };
+        let mut out = String::with_capacity(scheme.len() + self.host.len() + self.path.len());
+        out.push_str(scheme);
+        out.push_str(&self.host);
+        out.push_str(&self.path);
+        out
     }
 }
 

@@ -17,7 +17,10 @@ pub fn since(now: i64, t: i64) -> String {
     } else {
         (round1(d as f64 / (86400.0 * 7.0)), "week")
     };
-    let mut s = format!("{} {}", php_float(value), unit);
+    let mut s = String::with_capacity(16);
+    push_php_float(&mut s, value);
+    s.push(' ');
+    s.push_str(unit);
     if value != 1.0 {
         s.push('s');
     }
@@ -30,10 +33,18 @@ fn round1(v: f64) -> f64 {
 
 /// A float printed the way PHP interpolates it (`2.0` → `2`, `1.5` → `1.5`).
 pub fn php_float(v: f64) -> String {
+    let mut s = String::new();
+    push_php_float(&mut s, v);
+    s
+}
+
+/// [`php_float`], appended to `out`.
+pub fn push_php_float(out: &mut String, v: f64) {
     if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        out.push_str(itoa::Buffer::new().format(v as i64));
     } else {
-        format!("{v}")
+        use std::fmt::Write;
+        let _ = write!(out, "{v}");
     }
 }
 

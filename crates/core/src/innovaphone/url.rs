@@ -28,12 +28,15 @@ pub fn form_decode(s: &str) -> String {
 /// The reference's `makeFullUrl`: a value without `://` is taken relative to the base URL.
 pub fn make_full_url(base: &str, url: &str) -> String {
     if url.contains("://") {
-        url.to_string()
-    } else if url.starts_with('/') {
-        format!("{base}{url}")
-    } else {
-        format!("{base}/{url}")
+        return url.to_string();
     }
+    let mut out = String::with_capacity(base.len() + url.len() + 1);
+    out.push_str(base);
+    if !url.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(url);
+    out
 }
 
 /// Apply an `httpsurlmod` expression (`!pattern!replacement!flags`, first character is the
