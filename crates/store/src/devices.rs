@@ -1,6 +1,6 @@
 //! Device state persistence: [`DeviceState`] to and from the `devices` table (whose `msgs`
-//! column holds the message log as a JSON array of `[time, text]` pairs: one value per poll
-//! instead of hundreds of rows) and its children (`device_vars`, `device_scripts`,
+//! column holds the message log as one JSON value, see [`messages_to_json`]: one value per
+//! poll instead of hundreds of rows) and its children (`device_vars`, `device_scripts`,
 //! `device_queries`).
 //!
 //! Saving writes exactly what the struct holds, so `load` after `save` gives back an equal
@@ -622,8 +622,8 @@ impl Store {
             .collect();
         let mark = self.bind_mark();
         let sqlite = self.backend == crate::Backend::Sqlite;
-        // SQLite takes a whole chunk of device rows as one JSON array (one bind, one
-        // statement); binding costs per parameter there, and grows with the statement.
+        // SQLite takes device rows in statements of up to 256 rows with anonymous
+        // parameters ([`BoundSql`]); PostgreSQL in small numbered ones.
         let per_statement = if sqlite {
             JSON_ROWS
         } else {
@@ -910,10 +910,10 @@ pub(crate) struct QueuedWrite<'a> {
 /// Whether the database already holds a state's child rows (see [`QueuedWrite`]).
 pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> bool + Sync + 'a;
 
-/// `seen` of many devices on SQLite: one bind, a JSON array of `[sn, seen]` pairs.
 /// Rows per statement of device writes on SQLite (whole rows, touches, `seen` and message
-/// log), largest first: a batch is cut greedily into statements of these sizes, so that only these few
-/// statement texts are ever prepared (and kept in the connection's statement cache).
+/// log), largest first: a batch is cut greedily into statements of these sizes, so that
+/// only these few statement texts are ever prepared (and kept in the connection's statement
+/// cache).
 const BOUND_ROWS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Statement texts for each of [`BOUND_ROWS`].
