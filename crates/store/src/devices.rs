@@ -61,9 +61,9 @@ const MAX_BINDS: usize = 100;
 
 type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
 
-/// `($1, $2, ...), (...)`: `rows` groups of `cols` numbered placeholders with `mark` `$`
-/// (PostgreSQL), or anonymous `?` ones with `mark` `?` (SQLite: sqlx looks the name of every
-/// numbered one up in a list that grows with the statement).
+/// `($1, $2, ...), (...)`: `rows` groups of `cols` numbered placeholders, with `mark` `$`
+/// (PostgreSQL) or `?` (SQLite, which looks `$n` names up one by one: quadratic in big
+/// statements, while `?n` is direct).
 fn values_sql(mark: char, cols: usize, rows: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
@@ -75,11 +75,7 @@ fn values_sql(mark: char, cols: usize, rows: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            if mark == '?' {
-                out.push('?');
-            } else {
-                out.push_str(&format!("{mark}{}", r * cols + c + 1));
-            }
+            out.push_str(&format!("{mark}{}", r * cols + c + 1));
         }
         out.push(')');
     }
@@ -704,6 +700,49 @@ impl Store {
                     queries.push((s.sn.as_str(), qr, pos));
                 }
             }
+            if sqlite {
+                use serde_json::json;
+                let vars: Vec<_> = vars
+                    .iter()
+                    .map(|(sn, name, time, pos)| json!([nf(*sn), nf(*name), time, pos]))
+                    .collect();
+                let scripts: Vec<_> = scripts
+                    .iter()
+                    .map(|(sn, sc, pos)| {
+                        json!([nf(*sn), nf(&sc.filename), sc.delivered, sc.version, pos])
+                    })
+                    .collect();
+                let queries: Vec<_> = queries
+                    .iter()
+                    .map(|(sn, qr, pos)| json!([nf(*sn), nf(&qr.id), qr.seen, nf(&qr.body), pos]))
+                    .collect();
+                for (rows, table, columns) in [
+                    (vars, "device_vars", "sn, name, time, pos"),
+                    (
+                        scripts,
+                        "device_scripts",
+                        "sn, filename, delivered, version, pos",
+                    ),
+                    (queries, "device_queries", "sn, id, seen, body, pos"),
+                ] {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let select = (0..columns.split(',').count())
+                        .map(|i| format!("value ->> {i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    // Each row parsed once: made binary JSON, then taken apart in place.
+                    sqlx::query(&format!(
+                        "WITH r(value) AS MATERIALIZED (SELECT jsonb(value) FROM json_each(?1)) \
+                         INSERT INTO {table} ({columns}) SELECT {select} FROM r"
+                    ))
+                    .bind(serde_json::Value::Array(rows).to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                continue;
+            }
             insert_rows(
                 tx,
                 mark,
@@ -921,6 +960,14 @@ struct BoundSql {
     sql: [String; BOUND_ROWS.len()],
 }
 
+/// `(?, ?), (?, ?)`: `rows` groups of `width` anonymous parameters. sqlx binds those in
+/// order, where it looks up the name of every `?NNN` or `$NNN` one in SQLite's list of
+/// names, which grows with the statement.
+fn anonymous_values(width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; rows].join(", ")
+}
+
 impl BoundSql {
     fn new(sql: impl Fn(usize) -> String) -> BoundSql {
         BoundSql {
@@ -937,7 +984,7 @@ impl BoundSql {
         BoundSql::new(|rows| {
             format!(
                 "UPDATE devices SET {set} FROM (VALUES {}) AS v WHERE devices.sn = v.column1",
-                values_sql('?', width, rows)
+                anonymous_values(width, rows)
             )
         })
     }
@@ -956,7 +1003,7 @@ static UPSERT_DEVICES_BOUND: std::sync::LazyLock<BoundSql> = std::sync::LazyLock
     BoundSql::new(|rows| {
         format!(
             "{UPSERT_DEVICE_HEAD}{}{UPSERT_DEVICE_TAIL}",
-            values_sql('?', DEVICE_BINDS, rows)
+            anonymous_values(DEVICE_BINDS, rows)
         )
     })
 });
