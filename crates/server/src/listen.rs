@@ -236,6 +236,8 @@ pub struct ConnBudget {
     /// Connections beyond `max` answered 503, at most this many at once.
     pub max_refusing: usize,
     freed: tokio::sync::Notify,
+    /// Accept loops waiting for a place: only then does a connection's end notify.
+    waiting: AtomicUsize,
 }
 
 /// What a connection may do; dropping it gives its place back.
@@ -258,8 +260,12 @@ impl Drop for ConnPermit {
         } else {
             &self.budget.open
         };
-        counter.fetch_sub(1, Ordering::AcqRel);
-        self.budget.freed.notify_waiters();
+        // SeqCst here and in `admit_wait`: either this sees the waiter, or the waiter sees
+        // the place given back.
+        counter.fetch_sub(1, Ordering::SeqCst);
+        if self.budget.waiting.load(Ordering::SeqCst) > 0 {
+            self.budget.freed.notify_waiters();
+        }
     }
 }
 
@@ -294,12 +300,13 @@ impl ConnBudget {
             refusing: AtomicUsize::new(0),
             max_refusing: max_refusing.max(1),
             freed: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 
     fn take(counter: &AtomicUsize, max: usize) -> bool {
         counter
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max).then_some(n + 1)
             })
             .is_ok()
@@ -335,6 +342,14 @@ impl ConnBudget {
 
     /// A place, waiting for a connection to end when there is none.
     pub async fn admit_wait(self: &Arc<Self>) -> ConnPermit {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
