@@ -700,49 +700,6 @@ impl Store {
                     queries.push((s.sn.as_str(), qr, pos));
                 }
             }
-            if sqlite {
-                use serde_json::json;
-                let vars: Vec<_> = vars
-                    .iter()
-                    .map(|(sn, name, time, pos)| json!([nf(*sn), nf(*name), time, pos]))
-                    .collect();
-                let scripts: Vec<_> = scripts
-                    .iter()
-                    .map(|(sn, sc, pos)| {
-                        json!([nf(*sn), nf(&sc.filename), sc.delivered, sc.version, pos])
-                    })
-                    .collect();
-                let queries: Vec<_> = queries
-                    .iter()
-                    .map(|(sn, qr, pos)| json!([nf(*sn), nf(&qr.id), qr.seen, nf(&qr.body), pos]))
-                    .collect();
-                for (rows, table, columns) in [
-                    (vars, "device_vars", "sn, name, time, pos"),
-                    (
-                        scripts,
-                        "device_scripts",
-                        "sn, filename, delivered, version, pos",
-                    ),
-                    (queries, "device_queries", "sn, id, seen, body, pos"),
-                ] {
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    let select = (0..columns.split(',').count())
-                        .map(|i| format!("value ->> {i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    // Each row parsed once: made binary JSON, then taken apart in place.
-                    sqlx::query(&format!(
-                        "WITH r(value) AS MATERIALIZED (SELECT jsonb(value) FROM json_each(?1)) \
-                         INSERT INTO {table} ({columns}) SELECT {select} FROM r"
-                    ))
-                    .bind(serde_json::Value::Array(rows).to_string())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                continue;
-            }
             insert_rows(
                 tx,
                 mark,
@@ -1011,18 +968,23 @@ static UPSERT_DEVICES_BOUND: std::sync::LazyLock<BoundSql> = std::sync::LazyLock
 /// `rows` cut into statements of [`BOUND_ROWS`] sizes, largest first.
 fn bound_statements<'a, T>(
     update: &'a BoundSql,
-    mut rows: &'a [T],
+    rows: &'a [T],
 ) -> impl Iterator<Item = (&'a str, &'a [T])> {
+    bound_chunks(rows).map(|(i, rows)| (update.sql[i].as_str(), rows))
+}
+
+/// `rows` cut into [`BOUND_ROWS`] sizes, largest first, with the index of each size.
+fn bound_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = (usize, &[T])> {
     std::iter::from_fn(move || {
         let i = BOUND_ROWS.iter().position(|&n| n <= rows.len())?;
         let (now, rest) = rows.split_at(BOUND_ROWS[i]);
         rows = rest;
-        Some((update.sql[i].as_str(), now))
+        Some((i, now))
     })
 }
 
 /// Device rows per transaction chunk on SQLite (each cut into statements of
-/// [`BOUND_ROWS`]); child rows per JSON statement.
+/// [`BOUND_ROWS`]).
 const JSON_ROWS: usize = 500;
 
 /// A fingerprint of the device row `state` makes, but for `seen` and the message log: the
@@ -1292,6 +1254,20 @@ async fn insert_rows<T>(
     rows: &[T],
     bind: impl for<'q> Fn(AnyQuery<'q>, &T) -> AnyQuery<'q>,
 ) -> std::result::Result<(), sqlx::Error> {
+    if mark == '?' {
+        // SQLite: anonymous parameters, in the few statement sizes of [`BOUND_ROWS`] (a
+        // statement for every length filled the connections' statement caches and evicted
+        // the device statements: the storm's p99 tripled).
+        for (_, slice) in bound_chunks(rows) {
+            let sql = format!("{head}{}", anonymous_values(cols, slice.len()));
+            let mut q = sqlx::query(&sql);
+            for row in slice {
+                q = bind(q, row);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        return Ok(());
+    }
     for slice in rows.chunks(MAX_BINDS / cols) {
         let sql = format!("{head}{}", values_sql(mark, cols, slice.len()));
         let mut q = sqlx::query(&sql);
