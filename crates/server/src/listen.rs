@@ -377,13 +377,18 @@ async fn accept_loop(
     mut rx: tokio::sync::watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         // A place first: when even the overflow is taken, new connections wait in the
         // kernel's backlog until one ends.
         let permit = match ctx.budget.admit() {
             Some(p) => p,
             None => {
-                tracing::warn!(local = %ctx.local, "connection budget and overflow exhausted; not accepting until a connection ends");
+                // Once per minute at most: in that state every freed place comes here again.
+                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    warned = Some(std::time::Instant::now());
+                    tracing::warn!(local = %ctx.local, "connection budget and overflow exhausted; not accepting until a connection ends");
+                }
                 tokio::select! {
                     p = ctx.budget.admit_wait() => p,
                     _ = rx.wait_for(|stop| *stop) => break,
