@@ -104,13 +104,18 @@ impl Store {
     /// The stored state of device `sn`, or `None` if it is unknown.
     pub async fn load(&self, sn: &str) -> Result<Option<DeviceState>> {
         if let Some(wb) = &self.wb {
-            let held = wb.take(sn);
+            let taken = wb.take(sn);
             if wb.notes_check.swap(false, Ordering::AcqRel) {
                 if let Err(e) = self.read_pending_notes(wb).await {
                     wb.notes_check.store(true, Ordering::Release);
                     return Err(e);
                 }
             }
+            let held = match taken {
+                crate::writebehind::Taken::Held(held) => Some(held),
+                crate::writebehind::Taken::Absent => return Ok(None),
+                crate::writebehind::Taken::Ask => None,
+            };
             if let Some(held) = held {
                 let mut state = Arc::unwrap_or_clone(held);
                 if wb.notes_pending(sn) {
@@ -295,7 +300,7 @@ impl Store {
         let _flushed = self.flushed().await?;
         if let Some(wb) = &self.wb {
             for s in states {
-                wb.forget_clean(&s.sn);
+                wb.written_directly(&s.sn);
             }
         }
         self.write_states(states, None).await.map(drop)

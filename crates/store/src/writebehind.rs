@@ -67,8 +67,15 @@ pub(crate) struct WriteBehind {
     /// set (at start, and whenever another process's write is noticed).
     pub(crate) notes: Mutex<HashMap<String, i64>>,
     pub(crate) notes_check: std::sync::atomic::AtomicBool,
+    /// A reading of [`Present`] is under way, and when the last one began.
+    present_reading: std::sync::atomic::AtomicBool,
+    present_began: Mutex<Option<std::time::Instant>>,
     stop: tokio::sync::Notify,
 }
+
+/// How long after a reading of [`Present`] began another may begin (another process that
+/// writes devices in a loop would otherwise have the whole table read after each write).
+const PRESENT_RETRY: Duration = Duration::from_secs(10);
 
 /// States waiting to be written, and clean copies of states written.
 #[derive(Debug, Default)]
@@ -86,6 +93,35 @@ pub(crate) struct Queues {
     children: HashMap<String, Prints>,
     /// Firmware version reports waiting to be written, in arrival order.
     reports: Vec<crate::FirmwareReport>,
+    /// Which serials the database holds (see [`Present`]).
+    present: Present,
+}
+
+/// Fingerprints of the serials the database holds, so that a load of a device never seen
+/// (first contact, the boot storm) answers "unknown" without a statement. Trusted exactly
+/// like the clean copies: read whole from the database once the change counter is known
+/// (`Store::read_present`), extended by every state this process saves, and distrusted
+/// whenever another process's device write is noticed, until read again. A serial in the
+/// set may be gone (deleted, expired, a hash shared with another serial): the load then
+/// asks the database, as it does for every serial while the set is not trusted.
+#[derive(Debug, Default)]
+struct Present {
+    hashes: foldhash::HashSet<u64>,
+    trusted: bool,
+    /// Moves whenever the set is distrusted: a reading that began before is not installed.
+    epoch: u64,
+}
+
+/// The fingerprint of a serial in [`Present`], as the database holds it (NUL characters are
+/// stored as U+FFFD, see `decode::nf`).
+fn sn_hash(sn: &str) -> u64 {
+    let hash =
+        |s: &str| std::hash::BuildHasher::hash_one(&foldhash::quality::FixedState::default(), s);
+    if sn.contains('\0') {
+        hash(&crate::decode::nf(sn))
+    } else {
+        hash(sn)
+    }
 }
 
 impl Queues {
@@ -95,10 +131,22 @@ impl Queues {
         Some(state)
     }
 
+    /// Drop what this process knows of the rows: somebody else may have written devices.
     fn clear_clean(&mut self) {
+        self.trim_clean();
+        self.present.trusted = false;
+        self.present.epoch += 1;
+    }
+
+    /// Drop the clean copies and fingerprints (memory back; the database has them).
+    fn trim_clean(&mut self) {
         self.clean = HashMap::new();
         self.clean_bytes = 0;
         self.children = HashMap::new();
+    }
+
+    fn saved(&mut self, sn: &str) {
+        self.present.hashes.insert(sn_hash(sn));
     }
 }
 
@@ -183,6 +231,16 @@ fn messages_weight(msgs: &[autoprov_core::state::Message]) -> usize {
     bytes
 }
 
+/// What [`WriteBehind::take`] knows of a device.
+pub(crate) enum Taken {
+    /// Its queued state or clean copy.
+    Held(Arc<DeviceState>),
+    /// The database holds no such device.
+    Absent,
+    /// Ask the database.
+    Ask,
+}
+
 #[derive(Debug, Clone)]
 struct Queued {
     generation: u64,
@@ -225,6 +283,8 @@ impl WriteBehind {
             known_generation: Mutex::new(None),
             notes: Mutex::new(HashMap::new()),
             notes_check: std::sync::atomic::AtomicBool::new(true),
+            present_reading: std::sync::atomic::AtomicBool::new(false),
+            present_began: Mutex::new(None),
             next_gen: AtomicU64::new(1),
             foreign: AtomicU64::new(0),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -250,6 +310,15 @@ impl WriteBehind {
                     task_wb.drop_clean();
                 }
                 busy = started.elapsed();
+                if task_wb.present_wanted() {
+                    let (reader, wb) = (writer.clone(), task_wb.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = reader.read_present(&wb).await {
+                            tracing::debug!(error = %e, "cannot read the device serials");
+                        }
+                        wb.present_reading.store(false, Ordering::Release);
+                    });
+                }
                 match flushed {
                     Ok(_) if failing => {
                         tracing::info!(database = %writer.path(), "queued device states written again");
@@ -275,9 +344,34 @@ impl WriteBehind {
         self.stop.notify_one();
     }
 
+    /// Whether a reading of [`Present`] should begin now (and it is marked as begun): the
+    /// set is kept only with clean copies, and read only once the change counter is known
+    /// (the first look distrusts everything).
+    fn present_wanted(&self) -> bool {
+        if self.clean_cap == 0 || self.lock().present.trusted {
+            return false;
+        }
+        if self
+            .known_generation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return false;
+        }
+        let mut began = self.present_began.lock().unwrap_or_else(|p| p.into_inner());
+        if began.is_some_and(|t| t.elapsed() < PRESENT_RETRY)
+            || self.present_reading.swap(true, Ordering::AcqRel)
+        {
+            return false;
+        }
+        *began = Some(std::time::Instant::now());
+        true
+    }
+
     /// The queued or clean state of `sn`, if any. A clean copy is handed over, not copied
     /// (the caller is about to change it and save it again; the database has it meanwhile).
-    pub(crate) fn take(&self, sn: &str) -> Option<Arc<DeviceState>> {
+    pub(crate) fn take(&self, sn: &str) -> Taken {
         // Drained before taking the lock: the queue's lock is not held across a system call.
         let others_wrote = self.others_wrote();
         let mut q = self.lock();
@@ -285,9 +379,15 @@ impl WriteBehind {
             self.after_others_wrote(&mut q);
         }
         if let Some(d) = q.dirty.get(sn) {
-            return Some(d.state.clone());
+            return Taken::Held(d.state.clone());
         }
-        q.remove_clean(sn)
+        if let Some(state) = q.remove_clean(sn) {
+            return Taken::Held(state);
+        }
+        if q.present.trusted && !q.present.hashes.contains(&sn_hash(sn)) {
+            return Taken::Absent;
+        }
+        Taken::Ask
     }
 
     /// Whether another process wrote devices since the last look (the change signal,
@@ -326,6 +426,7 @@ impl WriteBehind {
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
         q.remove_clean(&state.sn);
+        q.saved(&state.sn);
         q.dirty.insert(
             state.sn.clone(),
             Queued {
@@ -346,6 +447,7 @@ impl WriteBehind {
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
         let mut q = self.lock();
         q.remove_clean(&state.sn);
+        q.saved(&state.sn);
         let seen_only = q.dirty.get(&state.sn).is_none_or(|d| d.seen_only);
         q.dirty.insert(
             state.sn.clone(),
@@ -404,6 +506,18 @@ impl WriteBehind {
         self.lock().clear_clean();
     }
 
+    /// `sn` is being written directly (an import): the database will hold it.
+    pub(crate) fn written_directly(&self, sn: &str) {
+        self.forget_clean(sn);
+        self.lock().saved(sn);
+    }
+
+    /// Drop the clean copies to give memory back (the database has them; nothing is
+    /// distrusted).
+    pub(crate) fn trim(&self) {
+        self.lock().trim_clean();
+    }
+
     /// How many clean copies are kept, and their estimated bytes.
     pub(crate) fn clean_len(&self) -> (usize, usize) {
         let q = self.lock();
@@ -451,7 +565,7 @@ impl Store {
     /// Drop every clean copy (memory back while the server is quiet; the database has them).
     pub fn drop_clean_states(&self) {
         if let Some(wb) = &self.wb {
-            wb.drop_clean();
+            wb.trim();
         }
     }
 
@@ -466,6 +580,14 @@ impl Store {
             wb.after_others_wrote(&mut wb.lock());
         }
         Some(wb.foreign.load(Ordering::Acquire))
+    }
+
+    /// Whether this process knows every serial the database holds, so that the load of a
+    /// device never seen asks the database nothing (see [`Present`]; `false` without
+    /// write-behind, before the first reading, and after another process's device write
+    /// until the next).
+    pub fn serials_known(&self) -> bool {
+        self.wb.as_ref().is_some_and(|wb| wb.lock().present.trusted)
     }
 
     /// Estimated bytes of the clean copies (0 without write-behind).
@@ -678,7 +800,57 @@ impl Store {
     }
 }
 
+/// Serials read per statement by [`Store::read_present`].
+const PRESENT_PAGE: usize = 10_000;
+
 impl Store {
+    /// Read which serials the database holds into the write-behind's [`Present`] set, unless
+    /// it is trusted already; installed only if no other process's write was noticed
+    /// meanwhile. Read in pages (no long read transaction to hold back the WAL): a device
+    /// another process adds behind the page being read is noticed by its change signal,
+    /// which every load drains before it consults the set.
+    pub(crate) async fn read_present(&self, wb: &WriteBehind) -> Result<()> {
+        let epoch = {
+            let q = wb.lock();
+            if q.present.trusted {
+                return Ok(());
+            }
+            q.present.epoch
+        };
+        let mut hashes = foldhash::HashSet::default();
+        let mut after = String::new();
+        loop {
+            let rows = sqlx::query("SELECT sn FROM devices WHERE sn > $1 ORDER BY sn LIMIT $2")
+                .bind(&after)
+                .bind(PRESENT_PAGE as i64)
+                .fetch_all(self.pool())
+                .await
+                .map_err(|e| self.err(e))?;
+            for row in &rows {
+                let sn = crate::decode::string_or_empty(row, "devices", "sn");
+                if sn <= after {
+                    // A serial that does not read back as text: paging cannot go on.
+                    tracing::debug!("device serials not readable in order; none assumed absent");
+                    return Ok(());
+                }
+                hashes.insert(sn_hash(&sn));
+                after = sn;
+            }
+            if rows.len() < PRESENT_PAGE {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let mut q = wb.lock();
+        if q.present.epoch == epoch {
+            // With the serials this process saved meanwhile.
+            hashes.extend(q.present.hashes.drain());
+            q.present.hashes = hashes;
+            q.present.trusted = true;
+        }
+        Ok(())
+    }
+
     /// Compare the `devices_generation` counter with what this process last knew; drop the
     /// clean copies when another writer moved it.
     pub(crate) async fn check_generation(&self, wb: &WriteBehind) -> Result<()> {

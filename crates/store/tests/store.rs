@@ -698,6 +698,56 @@ async fn clean_copies_are_dropped_when_another_process_writes() {
     assert_eq!(seen, 80, "the other writer's state is seen");
 }
 
+/// A server's store learns which serials the database holds, so the load of a device never
+/// seen (first contact) is answered from memory; a device another process adds is seen by
+/// the very next load all the same.
+#[tokio::test]
+async fn never_seen_devices_are_answered_from_memory_and_others_additions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_millis(20)).await;
+    let a = full_state("00-90-33-30-00-a1");
+    cli.save(&a).await.unwrap();
+    let mut known = false;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        known = server.serials_known();
+        if known {
+            break;
+        }
+    }
+    assert!(known, "the serials are read within a few windows");
+    assert_eq!(server.load(&a.sn).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(server.load("00-90-33-30-00-a2").await.unwrap(), None);
+    // The server's own saves are known, through the queue and after their batch.
+    let b = DeviceState::new("00-90-33-30-00-b1", 5);
+    server.save(&b).await.unwrap();
+    server.flush().await.unwrap();
+    server.drop_clean_states();
+    assert!(
+        server.serials_known(),
+        "giving memory back distrusts nothing"
+    );
+    assert_eq!(server.load(&b.sn).await.unwrap().as_ref(), Some(&b));
+
+    // A row that appears without any autoprov process writing it is not looked for: proof
+    // that an unknown serial costs no statement.
+    let mut raw = raw_sqlite(&dir).await;
+    sqlx::query("INSERT INTO devices (sn, seen) VALUES ('00-90-33-30-00-c1', 7)")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    raw.close().await.unwrap();
+    assert_eq!(server.load("00-90-33-30-00-c1").await.unwrap(), None);
+
+    // Another autoprov process adds a device: seen at once, and the set is read again.
+    let d = full_state("00-90-33-30-00-d1");
+    cli.save(&d).await.unwrap();
+    assert_eq!(server.load(&d.sn).await.unwrap().as_ref(), Some(&d));
+    assert!(!server.serials_known());
+    let c = server.load("00-90-33-30-00-c1").await.unwrap();
+    assert_eq!(c.map(|c| c.seen), Some(7));
+}
+
 /// The clean copies are bounded by `state_cache_bytes`.
 #[tokio::test]
 async fn clean_copies_are_bounded() {
