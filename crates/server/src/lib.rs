@@ -100,6 +100,34 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
+/// Answer one request of a listener: the router's own routes (health, admin UI, API) through
+/// the router and its layers; every other path, which the router would hand to [`dispatch`]
+/// as its fallback, straight to it (a device request does not pay for the route table, the
+/// trace layer and the futures they wrap it in). Both ways answer the same.
+pub(crate) async fn serve_request(app: &AppState, router: &Router, req: Request) -> Response {
+    use tower::ServiceExt;
+    let path = req.uri().path();
+    if path == "/healthz" || path.starts_with("/admin") || path.starts_with("/api") {
+        return router
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e: std::convert::Infallible| match e {});
+    }
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        let resp = dispatch(State(app.clone()), req).await;
+        if resp.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::warn!(status = %resp.status(), "device request failed");
+        }
+        return resp;
+    }
+    let started = std::time::Instant::now();
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let resp = dispatch(State(app.clone()), req).await;
+    tracing::debug!(%method, %uri, status = %resp.status(), latency = ?started.elapsed(), "device request");
+    resp
+}
+
 /// Route by path shape: `<anything>/update.php` and the clean path run the update script,
 /// `/firmware/<vendor>/<model>/<version>/<file>` serves the catalogue, `<anything>/fw/...`
 /// serves innovaphone firmware, everything else goes to the other vendors' provisioning

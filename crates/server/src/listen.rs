@@ -36,7 +36,6 @@ use futures_util::future::try_join_all;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tower::ServiceExt;
 
 use autoprov_core::innovaphone::ClientCert;
 
@@ -92,6 +91,9 @@ pub struct ConnInfo {
     pub trusted_proxy: bool,
     /// The client certificate presented on an MTLS listener (verified or not).
     pub client_cert: Option<ClientCert>,
+    /// The peer's address as requests report it ([`crate::respond::peer_text`]), formatted
+    /// once per connection; `None` to format it from `ConnectInfo` per request.
+    pub peer_ip: Option<Arc<str>>,
 }
 
 /// Listeners bound and not yet serving.
@@ -486,6 +488,7 @@ async fn serve_connection(
                 kind: ctx.kind,
                 trusted_proxy,
                 client_cert,
+                peer_ip: Some(crate::respond::peer_text(peer.ip()).into()),
             };
             let io = TokioIo::new(stream);
             Box::pin(http(ctx, io, peer, info, conn, watcher, refuse)).await;
@@ -495,6 +498,7 @@ async fn serve_connection(
                 kind: ListenerKind::Http,
                 trusted_proxy,
                 client_cert: None,
+                peer_ip: Some(crate::respond::peer_text(peer.ip()).into()),
             };
             let io = TokioIo::new(crate::sendfile::SendfileStream::new(tcp));
             Box::pin(http(ctx, io, peer, info, conn, watcher, refuse)).await;
@@ -514,7 +518,6 @@ async fn http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let router = ctx.router.clone();
     let server_cfg = &ctx.state.site().config.server;
     let retry_after = server_cfg.config_retry_after;
     // A refused connection gets little time to say what it wants.
@@ -528,16 +531,13 @@ async fn http<I>(
         ext.insert(ConnectInfo(peer));
         ext.insert(info);
         ext.insert(conn.clone());
-        let router = router.clone();
+        let ctx = ctx.clone();
         async move {
             if refuse {
                 return Ok::<_, Infallible>(crate::overloaded(retry_after));
             }
-            let resp = router
-                .oneshot(req.map(axum::body::Body::new))
-                .await
-                .unwrap_or_else(|e: Infallible| match e {});
-            Ok::<_, Infallible>(resp)
+            let req = req.map(axum::body::Body::new);
+            Ok::<_, Infallible>(crate::serve_request(&ctx.state, &ctx.router, req).await)
         }
     });
     // Plain HTTP is HTTP/1.1 (phones never speak h2c): served without the protocol

@@ -110,15 +110,17 @@ pub struct ConnFacts {
 
 impl ConnFacts {
     pub fn of(parts: &axum::http::request::Parts) -> ConnFacts {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+        let conn = parts.extensions.get::<crate::ConnInfo>();
         let listener = parts.extensions.get::<ListenerInfo>().copied();
         let local = listener.map(|l| l.local);
-        let peer_ip = peer
-            .map(|p| strip_mapped(&p.ip().to_string()))
-            .unwrap_or_else(|| "0.0.0.0".to_string());
+        let peer_ip = match conn.and_then(|c| c.peer_ip.as_deref()) {
+            Some(ip) => ip.to_string(),
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| peer_text(c.0.ip()))
+                .unwrap_or_else(|| "0.0.0.0".to_string()),
+        };
         let host = parts
             .headers
             .get(header::HOST)
@@ -127,7 +129,6 @@ impl ConnFacts {
             .or_else(|| parts.uri.authority().map(|a| a.to_string()))
             .or_else(|| local.map(|l| l.to_string()))
             .unwrap_or_default();
-        let conn = parts.extensions.get::<crate::ConnInfo>();
         let forwarded_for = parts
             .headers
             .get("x-forwarded-for")
@@ -146,8 +147,14 @@ impl ConnFacts {
     }
 }
 
-fn strip_mapped(ip: &str) -> String {
-    ip.strip_prefix("::ffff:").unwrap_or(ip).to_string()
+/// A peer address as the reference reports it: an IPv4 address mapped into IPv6 as plain
+/// IPv4.
+pub(crate) fn peer_text(ip: std::net::IpAddr) -> String {
+    let text = ip.to_string();
+    match text.strip_prefix("::ffff:") {
+        Some(v4) => v4.to_string(),
+        None => text,
+    }
 }
 
 #[cfg(test)]
@@ -173,7 +180,9 @@ mod tests {
 
     #[test]
     fn mapped_v4() {
-        assert_eq!(strip_mapped("::ffff:10.0.0.1"), "10.0.0.1");
-        assert_eq!(strip_mapped("fe80::1"), "fe80::1");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(peer_text(ip("::ffff:10.0.0.1")), "10.0.0.1");
+        assert_eq!(peer_text(ip("fe80::1")), "fe80::1");
+        assert_eq!(peer_text(ip("192.0.2.7")), "192.0.2.7");
     }
 }

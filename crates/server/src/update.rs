@@ -226,6 +226,7 @@ mod tests {
             kind: crate::ListenerKind::Mtls,
             trusted_proxy: true,
             client_cert: Some(cert.clone()),
+            peer_ip: None,
         });
         let r = to_update_request(&parts, args);
         assert_eq!(r.arg("type"), Some("IP232"));
