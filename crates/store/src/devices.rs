@@ -1123,37 +1123,47 @@ fn messages_to_json(msgs: &[Message]) -> String {
     const SCAN: usize = 16;
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut texts: Vec<&str> = Vec::new();
-    let mut log = String::with_capacity(msgs.len() * 6);
-    let mut digits = itoa::Buffer::new();
+    // Each poll logs the same texts in the same order: the text that followed a text last
+    // time is tried first (by pointer, texts being shared, see `DeviceState::add_msg`).
+    let mut next: Vec<usize> = Vec::new();
+    let mut log: Vec<u8> = Vec::with_capacity(msgs.len() * 6);
     let mut last = 0i64;
-    for (n, m) in msgs.iter().enumerate() {
+    let mut prev: Option<usize> = None;
+    for m in msgs {
         let text: &str = &m.msg;
-        let found = if texts.len() <= SCAN {
-            // Texts are mostly shared (`DeviceState::add_msg`): the same pointer first.
-            texts
+        let guess = prev.and_then(|p| next.get(p).copied());
+        let found = match guess {
+            Some(g) if texts.get(g).is_some_and(|t| std::ptr::eq(*t, text)) => Some(g),
+            _ if texts.len() <= SCAN => texts
                 .iter()
                 .position(|t| std::ptr::eq(*t, text))
-                .or_else(|| texts.iter().position(|t| *t == text))
-        } else {
-            if index.is_empty() {
-                index.extend(texts.iter().enumerate().map(|(i, t)| (*t, i)));
+                .or_else(|| texts.iter().position(|t| *t == text)),
+            _ => {
+                if index.is_empty() {
+                    index.extend(texts.iter().enumerate().map(|(i, t)| (*t, i)));
+                }
+                index.get(text).copied()
             }
-            index.get(text).copied()
         };
         let i = found.unwrap_or_else(|| {
             texts.push(text);
+            next.push(usize::MAX);
             if !index.is_empty() {
                 index.insert(text, texts.len() - 1);
             }
             texts.len() - 1
         });
-        if n > 0 {
-            log.push(',');
+        if let Some(p) = prev {
+            next[p] = i;
+        }
+        prev = Some(i);
+        if !log.is_empty() {
+            log.push(b',');
         }
         // Differences wrap, and so does reading them back: exact for every i64.
-        log.push_str(digits.format(m.time.wrapping_sub(last)));
-        log.push(',');
-        log.push_str(digits.format(i));
+        push_int(&mut log, m.time.wrapping_sub(last));
+        log.push(b',');
+        push_int(&mut log, i as i64);
         last = m.time;
     }
     let mut out: Vec<u8> = Vec::with_capacity(log.len() + 64 * texts.len() + 24);
@@ -1161,10 +1171,19 @@ fn messages_to_json(msgs: &[Message]) -> String {
     // Strings always serialize.
     let _ = serde_json::to_writer(&mut out, &texts);
     out.extend_from_slice(b",\"log\":[");
-    out.extend_from_slice(log.as_bytes());
+    out.extend_from_slice(&log);
     out.extend_from_slice(b"]}");
     // serde_json writes UTF-8 only.
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Append `v` in decimal; the small numbers a message log is mostly made of without a call.
+fn push_int(out: &mut Vec<u8>, v: i64) {
+    match v {
+        0..=9 => out.push(b'0' + v as u8),
+        10..=99 => out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]),
+        _ => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+    }
 }
 
 /// A JSON number as a time: numbers (fractions cut), numeric text; anything else is `None`.
@@ -1327,7 +1346,26 @@ mod tests {
         let many: Vec<(i64, &str)> = (0..200)
             .map(|i| (i as i64 * 7 % 13, texts[(i * 17) % 40].as_str()))
             .collect();
-        let cases = cases.into_iter().chain([log(&many)]);
+        // texts shared as `add_msg` shares them, in an order that mostly repeats: the guess
+        // of the next text is right, wrong, and points past a text first seen last
+        let mut shared = DeviceState::new("x", 0);
+        for t in 0..120i64 {
+            let at = 1_796_597_080 + t * 37;
+            shared.add_msg("", at);
+            shared.add_msg("phase: update", at);
+            if t % 7 == 3 {
+                shared.add_msg(&format!("new text {t}"), at + 100);
+            }
+            shared.add_msg(
+                if t % 5 == 0 {
+                    "certificates: none"
+                } else {
+                    "ok"
+                },
+                at,
+            );
+        }
+        let cases = cases.into_iter().chain([log(&many), shared.msgs]);
         for msgs in cases {
             let text = messages_to_json(&msgs);
             assert_eq!(messages_from_json(&text), msgs, "{text}");
