@@ -847,6 +847,7 @@ impl Store {
             hashes.extend(q.present.hashes.drain());
             q.present.hashes = hashes;
             q.present.trusted = true;
+            tracing::debug!(devices = q.present.hashes.len(), "device serials known");
         }
         Ok(())
     }
