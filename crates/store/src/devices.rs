@@ -1167,9 +1167,14 @@ fn messages_to_json(msgs: &[Message]) -> String {
         last = m.time;
     }
     let mut out: Vec<u8> = Vec::with_capacity(log.len() + 64 * texts.len() + 24);
-    out.extend_from_slice(b"{\"texts\":");
-    // Strings always serialize.
-    let _ = serde_json::to_writer(&mut out, &texts);
+    out.extend_from_slice(b"{\"texts\":[");
+    for (n, text) in texts.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        push_json_str(&mut out, text);
+    }
+    out.push(b']');
     out.extend_from_slice(b",\"log\":[");
     out.extend_from_slice(&log);
     out.extend_from_slice(b"]}");
@@ -1177,7 +1182,34 @@ fn messages_to_json(msgs: &[Message]) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Append `text` as a JSON string: as it is between quotes when nothing in it needs an
+/// escape (log texts are plain ASCII), else through serde_json.
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    // Bytes a JSON string escapes: control characters, the quote and the backslash.
+    const ESCAPED: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            t[b] = true;
+            b += 1;
+        }
+        t[b'"' as usize] = true;
+        t[b'\\' as usize] = true;
+        t
+    };
+    if !text.bytes().any(|b| ESCAPED[b as usize]) {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        // Strings always serialize.
+        let _ = serde_json::to_writer(&mut *out, text);
+    }
+}
+
 /// Append `v` in decimal; the small numbers a message log is mostly made of without a call.
+#[inline]
 fn push_int(out: &mut Vec<u8>, v: i64) {
     match v {
         0..=9 => out.push(b'0' + v as u8),
@@ -1379,6 +1411,24 @@ mod tests {
             full.len(),
             pairs.len()
         );
+    }
+
+    #[test]
+    fn log_texts_are_written_as_serde_json_writes_them() {
+        for text in [
+            "",
+            "plain ascii: phase update, 12s",
+            "quote \" back \\ slash",
+            "ü € \u{1F600}",
+            "tab\tnewline\ncr\r nul\0 del\u{7f} bell\u{7}",
+        ] {
+            let mut out = Vec::new();
+            push_json_str(&mut out, text);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
     }
 
     #[test]
