@@ -388,9 +388,19 @@ impl FirmwareCatalog {
 /// given (trimmed). `None` for an empty, over-long or non-printable id.
 pub fn device_key(raw: &str) -> Option<String> {
     let raw = raw.trim();
-    let hex: String = raw.chars().filter(|c| !":-.".contains(*c)).collect();
-    if hex.len() == 12 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Some(hex.to_ascii_lowercase());
+    let mut hex = [0u8; 12];
+    let mut n = 0;
+    for b in raw.bytes().filter(|b| !b":-.".contains(b)) {
+        if n == hex.len() || !b.is_ascii_hexdigit() {
+            n = usize::MAX;
+            break;
+        }
+        hex[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    if n == hex.len() {
+        // ASCII hex digits only.
+        return Some(hex.iter().map(|&b| b as char).collect());
     }
     (!raw.is_empty() && raw.len() <= 128 && !raw.chars().any(char::is_control))
         .then(|| raw.to_string())
@@ -780,6 +790,10 @@ mod tests {
         assert_eq!(device_key("ip:10.0.0.5").unwrap(), "ip:10.0.0.5");
         assert_eq!(device_key("   "), None);
         assert_eq!(device_key("a\nb"), None);
+        // thirteen digits, a non-hex letter, a non-ASCII character: kept as they are
+        assert_eq!(device_key("0004137417670").unwrap(), "0004137417670");
+        assert_eq!(device_key("00041374176g").unwrap(), "00041374176g");
+        assert_eq!(device_key("00041374176ä").unwrap(), "00041374176ä");
     }
 
     #[test]

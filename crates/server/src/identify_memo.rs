@@ -127,9 +127,9 @@ impl IdentifyMemo {
 /// different sets of facts spell the same key.
 fn memo_key(req: &DeviceRequest, raw_query: &str, known: Option<&Known>) -> String {
     fn put(out: &mut String, part: &str) {
-        use std::fmt::Write;
         // Length-prefixed: parts may contain any character.
-        let _ = write!(out, "{}:", part.len());
+        out.push_str(itoa::Buffer::new().format(part.len()));
+        out.push(':');
         out.push_str(part);
     }
     let mut key =

@@ -38,6 +38,22 @@ use crate::vendor_templates::SiteTemplates;
 /// Header carrying template errors to the operator (the phone ignores it).
 pub const TEMPLATE_ERROR_HEADER: &str = "x-autoprov-template-error";
 
+/// The render cache's key of a file: the identification, the base URL and the firmware
+/// target, each length-prefixed so that no two different sets spell the same key.
+fn render_key(identified: &str, base_url: &str, firmware: Option<&FirmwareRef>) -> String {
+    let parts = match firmware {
+        Some(f) => [identified, base_url, "+", &f.version, &f.url],
+        None => [identified, base_url, "-", "", ""],
+    };
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for part in parts {
+        key.push_str(itoa::Buffer::new().format(part.len()));
+        key.push(':');
+        key.push_str(part);
+    }
+    key
+}
+
 pub async fn handle(app: AppState, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
@@ -127,11 +143,11 @@ pub async fn handle(app: AppState, req: Request) -> Response {
         }
     }
     let base_url = if config.provisioning.base_url.is_empty() {
-        format!(
-            "{}://{}",
-            if facts.https { "https" } else { "http" },
-            facts.host
-        )
+        let scheme = if facts.https { "https://" } else { "http://" };
+        let mut url = String::with_capacity(scheme.len() + facts.host.len());
+        url.push_str(scheme);
+        url.push_str(&facts.host);
+        url
     } else {
         config
             .provisioning
@@ -151,7 +167,7 @@ pub async fn handle(app: AppState, req: Request) -> Response {
 
     // Everything the file depends on besides the site snapshot and the template files
     // (which the cache checks itself): see `render_cache.rs`.
-    let key = format!("{}\u{1}{base_url}\u{1}{firmware:?}", identified.key);
+    let key = render_key(&identified.key, &base_url, firmware.as_ref());
     let (rendered, problems) = match app.renders().get(&site, &key) {
         Some(hit) => (Ok(hit), Vec::new()),
         None => {
