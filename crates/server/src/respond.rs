@@ -150,11 +150,22 @@ impl ConnFacts {
 /// A peer address as the reference reports it: an IPv4 address mapped into IPv6 as plain
 /// IPv4.
 pub(crate) fn peer_text(ip: std::net::IpAddr) -> String {
-    let text = ip.to_string();
-    match text.strip_prefix("::ffff:") {
-        Some(v4) => v4.to_string(),
-        None => text,
+    let v4 = match ip {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    };
+    let Some(v4) = v4 else {
+        return ip.to_string();
+    };
+    // Written by hand: the formatter's padding support makes `Display` ten times dearer.
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(itoa::Buffer::new().format(octet));
     }
+    text
 }
 
 #[cfg(test)]
@@ -184,5 +195,15 @@ mod tests {
         assert_eq!(peer_text(ip("::ffff:10.0.0.1")), "10.0.0.1");
         assert_eq!(peer_text(ip("fe80::1")), "fe80::1");
         assert_eq!(peer_text(ip("192.0.2.7")), "192.0.2.7");
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.200.3.40",
+            "::1",
+            "::1.2.3.4",
+            "2001:db8::7",
+        ] {
+            assert_eq!(peer_text(ip(text)), ip(text).to_string());
+        }
     }
 }
