@@ -217,6 +217,13 @@ impl Default for ScriptCache {
     }
 }
 
+/// `rel` split at its last `/` (a byte loop: snippet paths are short, where `rsplit_once`
+/// sets up a vectorised search).
+fn split_last(rel: &str) -> Option<(&str, &str)> {
+    let at = rel.bytes().rposition(|b| b == b'/')?;
+    Some((&rel[..at], &rel[at + 1..]))
+}
+
 impl ScriptCache {
     fn with_watches(watches: Option<Watches>) -> ScriptCache {
         ScriptCache(Arc::new(std::sync::Mutex::new(CacheInner {
@@ -258,16 +265,18 @@ impl ScriptCache {
     pub fn read_refreshed(&self, site: &Site, rel: &str) -> Option<ScriptFile> {
         // `dir/name` with a plain last component: a name absent from `dir`'s watched
         // listing needs no path work at all.
-        let split = rel
-            .rsplit_once('/')
+        let split = split_last(rel)
             .filter(|(dir, name)| !dir.is_empty() && !matches!(*name, "" | "." | ".."));
+        // The site directory compared as bytes: `Path`'s equality walks components.
+        let site_dir = site.dir.as_os_str();
         let generation = {
             let mut inner = self.lock();
-            if inner.memo_generation != inner.generation || inner.memo_site != site.dir {
+            if inner.memo_generation != inner.generation || inner.memo_site.as_os_str() != site_dir
+            {
                 inner.memo.clear();
                 inner.memo_dirs.clear();
                 inner.memo_generation = inner.generation;
-                if inner.memo_site != site.dir {
+                if inner.memo_site.as_os_str() != site_dir {
                     inner.memo_site = site.dir.clone();
                 }
             }
@@ -289,7 +298,7 @@ impl ScriptCache {
             // No event drained since the read began (which might concern what it saw).
             if inner.generation == generation
                 && inner.memo_generation == generation
-                && inner.memo_site == site.dir
+                && inner.memo_site.as_os_str() == site_dir
             {
                 match (split, listing) {
                     // Absent from a watched listing: the listing answers for every such name.
@@ -1019,6 +1028,16 @@ mod tests {
 
     /// The cache answers exactly what is on disk: changed content, new and removed files are
     /// seen on the next read, even within one timestamp tick.
+    #[test]
+    fn split_last_cuts_at_the_last_slash() {
+        assert_eq!(split_last("scripts/a.txt"), Some(("scripts", "a.txt")));
+        assert_eq!(split_last("a/b/c"), Some(("a/b", "c")));
+        assert_eq!(split_last("a/"), Some(("a", "")));
+        assert_eq!(split_last("/a"), Some(("", "a")));
+        assert_eq!(split_last("a.txt"), None);
+        assert_eq!(split_last("ä/ö"), Some(("ä", "ö")));
+    }
+
     #[test]
     fn script_cache_follows_the_disk() {
         follows_the_disk(ScriptCache::default());
