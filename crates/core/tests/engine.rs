@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use autoprov_core::innovaphone::{
-    plan_update, DeviceState, DynamicSnippets, MasterLookup, Ports, ScriptFile, UpdateRequest,
+    plan_reply, plan_update, DeviceState, DynamicSnippets, MasterLookup, Ports, ScriptFile,
+    UpdateRequest,
 };
 use autoprov_core::{Site, SiteConfig};
 
 const NOW: i64 = 1_800_000_000;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Mem {
     scripts: BTreeMap<String, ScriptFile>,
     master: Option<Result<(String, String), String>>,
@@ -85,8 +86,21 @@ fn req(query: &str) -> UpdateRequest {
 
 const DEV: &str = "type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5";
 
+/// The engine's answer with its explanations; every test also checks that the answer
+/// devices get (`plan_reply`, on a copy of the ports) is the same but for those.
 fn run(site: &Site, m: &mut Mem, q: &str) -> autoprov_core::innovaphone::Outcome {
-    plan_update(site, &req(q), None, NOW, m)
+    let reply = plan_reply(site, &req(q), None, NOW, &mut m.clone());
+    let o = plan_update(site, &req(q), None, NOW, m);
+    assert_eq!(reply.body, o.body, "{q}");
+    assert_eq!(reply.state, o.state, "{q}");
+    assert_eq!(reply.error, o.error, "{q}");
+    assert_eq!(reply.remove_files, o.remove_files, "{q}");
+    assert!(reply.notes.is_empty(), "{:?}", reply.notes);
+    assert!(
+        !o.notes.is_empty() || o.body.is_empty(),
+        "{q}: no explanation"
+    );
+    o
 }
 
 #[test]

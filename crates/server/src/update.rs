@@ -4,7 +4,7 @@
 //! A request with `mode` in its query string goes to [`crate::uploads`] first, as the
 //! reference does. Otherwise the HTTP request becomes an [`UpdateRequest`], the device state
 //! is loaded (when state tracking is on and `sn` is given), the engine
-//! ([`autoprov_core::innovaphone::plan_update`]) runs with [`crate::SitePorts`] (on the
+//! ([`autoprov_core::innovaphone::plan_reply`], the engine without its explanations) runs with [`crate::SitePorts`] (on the
 //! request's own task; again on a blocking thread when it needs a port that waits), and its
 //! body is sent back. This module takes no decision about the
 //! device: it translates and records (including the CSR files the engine wants removed, and
@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use autoprov_core::innovaphone::{plan_update, UpdateRequest};
+use autoprov_core::innovaphone::{plan_reply, UpdateRequest};
 
 use crate::app::{now, AppState};
 use crate::respond::{self, ConnFacts};
@@ -86,7 +86,7 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     // snippet hook, a reverse DNS lookup) is the attempt dropped and the engine run again
     // on the blocking pool, where those may take their time.
     let mut inline_ports = app.ports(runtime.clone()).inline();
-    let first = plan_update(&site, &req, state, now, &mut inline_ports);
+    let first = plan_reply(&site, &req, state, now, &mut inline_ports);
     let outcome = if !inline_ports.deferred() {
         Ok(first)
     } else {
@@ -102,7 +102,7 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
         let engine_site = site.clone();
         let engine_req = req.clone();
         tokio::task::spawn_blocking(move || {
-            plan_update(&engine_site, &engine_req, state, now, &mut ports)
+            plan_reply(&engine_site, &engine_req, state, now, &mut ports)
         })
         .await
     };

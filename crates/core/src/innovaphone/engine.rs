@@ -28,8 +28,32 @@ pub fn plan_update(
     now: i64,
     ports: &mut dyn Ports,
 ) -> Outcome {
+    plan(site, req, state, now, ports, true)
+}
+
+/// [`plan_update`] for answering a device: the same body, state and error, without
+/// [`Outcome::notes`] (left empty), which only explanations (`autoprov simulate`, the web
+/// UI, the API) show. Saves a copy of every comment line.
+pub fn plan_reply(
+    site: &Site,
+    req: &UpdateRequest,
+    state: Option<DeviceState>,
+    now: i64,
+    ports: &mut dyn Ports,
+) -> Outcome {
+    plan(site, req, state, now, ports, false)
+}
+
+fn plan(
+    site: &Site,
+    req: &UpdateRequest,
+    state: Option<DeviceState>,
+    now: i64,
+    ports: &mut dyn Ports,
+    explain: bool,
+) -> Outcome {
     let view = SiteView::new(&site.config, &req.base_url());
-    let mut run = Run::new(&view, req, state, now);
+    let mut run = Run::new(&view, req, state, now, explain);
     // Each step returns `Err(Stop)` when the reference would end the script there.
     let _ = run.execute(ports);
     run.finish()
@@ -200,7 +224,8 @@ pub(crate) struct Run<'a> {
     pub req: &'a UpdateRequest,
     pub now: i64,
     out: String,
-    notes: Vec<String>,
+    /// The explanations, when asked for (see [`plan_reply`]).
+    notes: Option<Vec<String>>,
     /// Working state; stored only when `tracking` and `persist`.
     pub state: DeviceState,
     /// Whether per-device state is kept (status enabled and an `sn` given).
@@ -223,6 +248,7 @@ impl<'a> Run<'a> {
         req: &'a UpdateRequest,
         state: Option<DeviceState>,
         now: i64,
+        explain: bool,
     ) -> Run<'a> {
         let sn = req.arg("sn").unwrap_or("");
         let tracking = view.cfg.status.enabled && !sn.is_empty();
@@ -239,7 +265,7 @@ impl<'a> Run<'a> {
             now,
             // The answer of a device in its final phase is ~2.5 KB: one allocation.
             out: String::with_capacity(4096),
-            notes: Vec::with_capacity(16),
+            notes: explain.then(|| Vec::with_capacity(16)),
             state: st,
             tracking,
             persist: false,
@@ -282,7 +308,48 @@ impl<'a> Run<'a> {
     pub fn comment(&mut self, msg: &str) {
         self.hash_line(msg);
         if !msg.is_empty() {
-            self.notes.push(msg.to_string());
+            self.note(msg);
+        }
+    }
+
+    /// [`Run::comment`] of formatted text, written in place (copied only as an explanation).
+    fn comment_fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        let start = self.fmt_hash_line(args);
+        if self.notes.is_some() && self.out.len() - 2 > start {
+            let msg = self.out[start..self.out.len() - 2].to_string();
+            self.note(&msg);
+        }
+    }
+
+    /// [`Run::notify`] of formatted text, written in place.
+    fn notify_fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        let start = self.fmt_hash_line(args);
+        let msg = &self.out[start..self.out.len() - 2];
+        if !msg.is_empty() {
+            if let Some(notes) = &mut self.notes {
+                notes.push(msg.to_string());
+            }
+        }
+        if self.tracking {
+            self.state.add_msg(msg, self.now);
+        }
+    }
+
+    /// `# <args>\r\n` written out; returns where the formatted text starts.
+    fn fmt_hash_line(&mut self, args: std::fmt::Arguments<'_>) -> usize {
+        use std::fmt::Write;
+        self.out.push_str("# ");
+        let start = self.out.len();
+        // Writing into a String cannot fail.
+        let _ = self.out.write_fmt(args);
+        self.out.push_str("\r\n");
+        start
+    }
+
+    /// Keep `msg` as an explanation, when explanations are asked for.
+    fn note(&mut self, msg: &str) {
+        if let Some(notes) = &mut self.notes {
+            notes.push(msg.to_string());
         }
     }
 
@@ -290,7 +357,7 @@ impl<'a> Run<'a> {
     pub fn notify(&mut self, msg: &str) {
         self.hash_line(msg);
         if !msg.is_empty() {
-            self.notes.push(msg.to_string());
+            self.note(msg);
         }
         if self.tracking {
             self.state.add_msg(msg, self.now);
@@ -307,7 +374,7 @@ impl<'a> Run<'a> {
     /// The reference's `bailout`: a fatal error, the state is not stored.
     pub fn bailout(&mut self, msg: &str) -> Step {
         self.line_fmt(format_args!("# {msg} - exit"));
-        self.notes.push(msg.to_string());
+        self.note(msg);
         self.error = Some(msg.to_string());
         self.persist = false;
         Err(Stop)
@@ -347,7 +414,7 @@ impl<'a> Run<'a> {
         };
         Outcome {
             body: self.out,
-            notes: self.notes,
+            notes: self.notes.unwrap_or_default(),
             state,
             error: self.error,
             remove_files: self.remove_files,
@@ -596,11 +663,11 @@ impl<'a> Run<'a> {
 
         // Certificate commands, when any, end the script.
         for m in &certs.msgs {
-            self.notify(&format!("certificates: {m} "));
+            self.notify_fmt(format_args!("certificates: {m} "));
         }
         if let Some(cmds) = certs.cmds {
             for (comment, cmd) in cmds {
-                self.notify(&format!("certificates: {comment}"));
+                self.notify_fmt(format_args!("certificates: {comment}"));
                 self.line(&cmd);
             }
             self.set_state_arg("polling", self.view.polling());
@@ -651,7 +718,7 @@ impl<'a> Run<'a> {
             Ok(d) => d,
             Err(e) => match cfg.scripting.hook_failure {
                 crate::config::HookFailure::Skip => {
-                    self.notify(&format!("{e} - continuing without dynamic snippets"));
+                    self.notify_fmt(format_args!("{e} - continuing without dynamic snippets"));
                     DynamicSnippets::default()
                 }
                 crate::config::HookFailure::Fail => {
@@ -684,7 +751,7 @@ impl<'a> Run<'a> {
                 self.line(l);
             }
             for (f, sf) in &files {
-                self.notify(&format!("    {f}"));
+                self.notify_fmt(format_args!("    {f}"));
                 self.line_fmt(format_args!("# {{ \r\n# begin script '{f}' "));
                 match &sf.content {
                     Ok(text) => {
@@ -693,7 +760,7 @@ impl<'a> Run<'a> {
                         self.state.delivered(f, now, mtime);
                     }
                     Err(why) => {
-                        self.notify(&format!("cannot read script '{f}': {why}"));
+                        self.notify_fmt(format_args!("cannot read script '{f}': {why}"));
                     }
                 }
                 self.line_fmt(format_args!("# end script '{f}'\r\n# }}"));
@@ -771,8 +838,7 @@ impl<'a> Run<'a> {
             }
         } else {
             self.print("\r\n# Skip restricted times, initial staging / forcestaging\r\n");
-            self.notes
-                .push("Skip restricted times, initial staging / forcestaging".into());
+            self.note("Skip restricted times, initial staging / forcestaging");
         }
         if !initial.is_empty() {
             times.push_str(&format!(" /initial {initial}"));
@@ -795,7 +861,7 @@ impl<'a> Run<'a> {
         }
         if let Some(a) = m.applies.iter().find(|a| !applies(a, classes, envs)) {
             let what = if a.env { "environment" } else { "class" };
-            self.comment(&format!(
+            self.comment_fmt(format_args!(
                 "firmware and boot code updates restricted to {what} '{}' - not for this device",
                 a.value
             ));
@@ -830,12 +896,12 @@ impl<'a> Run<'a> {
             "master" | "" => {
                 let p = from_master(self, 0)?;
                 if let Some(p) = &p {
-                    self.comment(&format!("firmware taken from master device ({p})"));
+                    self.comment_fmt(format_args!("firmware taken from master device ({p})"));
                 }
                 p
             }
             n => {
-                self.comment(&format!("firmware fixed to {n}"));
+                self.comment_fmt(format_args!("firmware fixed to {n}"));
                 Some(n.to_string())
             }
         };
@@ -851,12 +917,12 @@ impl<'a> Run<'a> {
             "master" | "" => {
                 let b = from_master(self, 1)?;
                 if let Some(b) = &b {
-                    self.comment(&format!("bootcode taken from master device ({b})"));
+                    self.comment_fmt(format_args!("bootcode taken from master device ({b})"));
                 }
                 b
             }
             n => {
-                self.comment(&format!("bootcode fixed to {n}"));
+                self.comment_fmt(format_args!("bootcode fixed to {n}"));
                 Some(n.to_string())
             }
         };
@@ -893,7 +959,7 @@ impl<'a> Run<'a> {
     /// download command when they differ. Returns the build requested.
     fn image(&mut self, kind: Image, wanted: Option<String>, device_type: &str) -> Option<String> {
         let Some(build) = wanted else {
-            self.comment(&format!(
+            self.comment_fmt(format_args!(
                 "no {} update for device of type '{device_type}'",
                 kind.short
             ));
@@ -904,10 +970,10 @@ impl<'a> Run<'a> {
             .map(|h| loose_ne(Some(h), &LooseValue::Str(build.clone())))
             .unwrap_or(true);
         if !differs {
-            self.comment(&format!("{} {build} good", kind.long));
+            self.comment_fmt(format_args!("{} {build} good", kind.long));
             return None;
         }
-        self.notify(&format!(
+        self.notify_fmt(format_args!(
             "current {} ({}) does not match required {} ({build})",
             kind.long,
             have.unwrap_or("unknown"),
@@ -1020,7 +1086,7 @@ impl<'a> Run<'a> {
                         self.line("config rem UP1 /provision");
                         self.line_fmt(format_args!("config add UP1 /poll {}", cfg.times.interval));
                     } else {
-                        self.notify(&format!("turn on fast polling ({np})"));
+                        self.notify_fmt(format_args!("turn on fast polling ({np})"));
                         let p = self.view.polling_text();
                         self.line_fmt(format_args!("mod cmd UP1 provision {p}"));
                         self.line("config add UP1 /poll 1");
@@ -1060,14 +1126,14 @@ impl<'a> Run<'a> {
                 .unwrap_or_default();
             let current = current_port.map(|p| p.to_string()).unwrap_or_default();
             if !self.req.https || current != httpsport {
-                self.notify(&format!(
+                self.notify_fmt(format_args!(
                     "using HTTP and 'forcehttps' is set or wrong port ({current}) -> need to switch to HTTPS on port {httpsport}"
                 ));
                 newurl = switch_to_https(&newurl, &httpsport);
                 if !cfg.times.httpsurlmod.is_empty() {
                     match apply_urlmod(&cfg.times.httpsurlmod, &newurl) {
                         Ok(u) => newurl = u,
-                        Err(e) => self.comment(&format!("httpsurlmod ignored: {e}")),
+                        Err(e) => self.comment_fmt(format_args!("httpsurlmod ignored: {e}")),
                     }
                 }
             }
@@ -1075,7 +1141,7 @@ impl<'a> Run<'a> {
         self.line("");
         if !self.missing.is_empty() {
             let m = self.missing.join(", ");
-            self.notify(&format!("missing query args: {m}"));
+            self.notify_fmt(format_args!("missing query args: {m}"));
         }
         self.line_fmt(format_args!(
             "config add UP1 /url {}",

@@ -17,7 +17,7 @@ pub mod engine;
 pub mod php;
 pub mod url;
 
-pub use engine::plan_update;
+pub use engine::{plan_reply, plan_update};
 
 pub use crate::state::DeviceState;
 
