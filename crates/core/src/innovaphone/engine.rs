@@ -549,7 +549,7 @@ impl<'a> Run<'a> {
         self.line("");
         self.line_fmt(format_args!("# existing files (from {scriptdir}):"));
         let devicescript = sn.to_lowercase().replace('-', "_");
-        let candidates = candidate_scripts(
+        let candidates = Candidates::new(
             self.view,
             &scriptdir,
             &phase,
@@ -558,9 +558,13 @@ impl<'a> Run<'a> {
             &devicescript,
         );
         let mut existing: Vec<(String, ScriptFile)> = Vec::new();
-        let mut absent: Vec<String> = Vec::new();
+        // Absent candidates by index, written out from the list below.
+        let mut absent: Vec<usize> = Vec::new();
         let mut newest: Option<(i64, String)> = None;
-        for f in candidates {
+        let mut f = String::with_capacity(64);
+        for i in 0..candidates.len() {
+            f.clear();
+            candidates.write(i, &mut f);
             match ports.script(&f) {
                 Some(sf) => {
                     if newest
@@ -570,9 +574,9 @@ impl<'a> Run<'a> {
                     {
                         newest = Some((sf.mtime, f.clone()));
                     }
-                    existing.push((f, sf));
+                    existing.push((f.clone(), sf));
                 }
-                None => absent.push(f),
+                None => absent.push(i),
             }
         }
         for (f, sf) in &existing {
@@ -581,8 +585,10 @@ impl<'a> Run<'a> {
         }
         self.line("");
         self.line_fmt(format_args!("# possible further files (from {scriptdir}):"));
-        for f in &absent {
-            self.line_fmt(format_args!("# {f}   "));
+        for &i in &absent {
+            self.out.push_str("# ");
+            candidates.write(i, &mut self.out);
+            self.out.push_str("   \r\n");
         }
         self.line("");
 
@@ -1223,6 +1229,155 @@ fn switch_to_https(url: &str, port: &str) -> String {
     }
 }
 
+/// The snippet candidates of one request: [`candidate_scripts`], from a process-wide memo of
+/// the device-independent names and their shape (every request of a class of devices in a
+/// phase asks the same names but for the device's own), without building each name.
+enum Candidates {
+    /// From the memo; `device` fills the per-device slots.
+    Shaped {
+        shape: std::sync::Arc<[Candidate]>,
+        device: String,
+    },
+    /// Built in full (the device's part could collide with another, see [`Candidates::new`]).
+    Listed(Vec<String>),
+}
+
+/// One name of a [`Candidates::Shaped`] list.
+enum Candidate {
+    Fixed(Box<str>),
+    /// `<head><device>.txt`.
+    Device(Box<str>),
+}
+
+/// Shapes by their inputs; emptied when it reaches [`SHAPES_MAX`] entries.
+static SHAPES: std::sync::LazyLock<
+    std::sync::Mutex<foldhash::HashMap<String, std::sync::Arc<[Candidate]>>>,
+> = std::sync::LazyLock::new(Default::default);
+const SHAPES_MAX: usize = 4096;
+
+impl Candidates {
+    fn new(
+        view: &SiteView,
+        scriptdir: &str,
+        phase: &str,
+        classes: &[String],
+        envs: &[String],
+        devicescript: &str,
+    ) -> Candidates {
+        // A placeholder may stand for the device's part when no name built with one can
+        // equal a name built with the other: the part holds neither the separator (a
+        // serial's `-` became `_`) nor the placeholder, and no other environment part is it,
+        // ends in it after a separator, or holds the placeholder (see [`SLOT`]).
+        let distinct = !devicescript.contains(['-', SLOT])
+            && devicescript != "all"
+            && envs.iter().all(|e| {
+                let e = e.to_lowercase();
+                e != devicescript && !e.contains(['-', SLOT])
+            });
+        if !distinct {
+            return Candidates::Listed(candidate_scripts(
+                view,
+                scriptdir,
+                phase,
+                classes,
+                envs,
+                devicescript,
+            ));
+        }
+        // Everything `candidate_scripts` reads but the device, NUL-separated (no part holds
+        // a NUL: they come from the URL and the configuration, where NUL is refused or
+        // turned into U+FFFD; a collision would need one).
+        let mut key = String::with_capacity(128);
+        for part in [
+            scriptdir,
+            phase,
+            view.fakelastphase.as_deref().unwrap_or("\u{1}"),
+            view.lastphase.as_deref().unwrap_or("\u{1}"),
+        ] {
+            key.push_str(part);
+            key.push('\0');
+        }
+        key.push(if view.phases.len() > 1 { '1' } else { '0' });
+        key.push(if view.cfg.classes.len() > 1 { '1' } else { '0' });
+        key.push(if view.cfg.environments.len() > 1 {
+            '1'
+        } else {
+            '0'
+        });
+        for c in classes {
+            key.push('\0');
+            key.push_str(c);
+        }
+        key.push('\u{2}');
+        for e in envs {
+            key.push('\0');
+            key.push_str(e);
+        }
+        let mut shapes = SHAPES.lock().unwrap_or_else(|p| p.into_inner());
+        let shape = match shapes.get(&key) {
+            Some(shape) => shape.clone(),
+            None => {
+                let made = shape(view, scriptdir, phase, classes, envs);
+                if shapes.len() >= SHAPES_MAX {
+                    shapes.clear();
+                }
+                shapes.insert(key, made.clone());
+                made
+            }
+        };
+        drop(shapes);
+        Candidates::Shaped {
+            shape,
+            device: devicescript.to_string(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Candidates::Shaped { shape, .. } => shape.len(),
+            Candidates::Listed(names) => names.len(),
+        }
+    }
+
+    /// Append candidate `i` to `out`.
+    fn write(&self, i: usize, out: &mut String) {
+        match self {
+            Candidates::Shaped { shape, device } => match &shape[i] {
+                Candidate::Fixed(name) => out.push_str(name),
+                Candidate::Device(head) => {
+                    out.push_str(head);
+                    out.push_str(device);
+                    out.push_str(".txt");
+                }
+            },
+            Candidates::Listed(names) => out.push_str(&names[i]),
+        }
+    }
+}
+
+/// The device's part in a [`shape`].
+const SLOT: char = '\u{1}';
+
+/// The [`candidate_scripts`] of a device whose own part cannot collide with the others (see
+/// [`Candidates::new`]): [`SLOT`] stands for it and marks the per-device names.
+fn shape(
+    view: &SiteView,
+    scriptdir: &str,
+    phase: &str,
+    classes: &[String],
+    envs: &[String],
+) -> std::sync::Arc<[Candidate]> {
+    let slot = SLOT.to_string();
+    let tail = format!("{SLOT}.txt");
+    candidate_scripts(view, scriptdir, phase, classes, envs, &slot)
+        .into_iter()
+        .map(|name| match name.strip_suffix(tail.as_str()) {
+            Some(head) => Candidate::Device(head.into()),
+            None => Candidate::Fixed(name.into()),
+        })
+        .collect()
+}
+
 /// The snippet files that could apply, in delivery order (`getPossibleScripts`).
 pub fn candidate_scripts(
     view: &SiteView,
@@ -1418,6 +1573,53 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn memoised_candidates_are_the_reference_list() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut two_envs = SiteConfig::default();
+        two_envs.environments = [
+            SiteConfig::default().environments.clone(),
+            SiteConfig::default().environments,
+        ]
+        .concat();
+        let configs = [SiteConfig::default(), two_envs];
+        let cases = [
+            (
+                s(&["phone", "pre_opus_phone", "IP232"]),
+                s(&["hq", "default"]),
+            ),
+            (s(&["phone", "all", "Phone"]), s(&["default", "all"])),
+            (s(&["a-b", "a"]), s(&["c", "b-c"])),
+            (s(&["x-y", "x"]), s(&["y-00_90_33"])),
+            (s(&["phone"]), s(&["00_90_33"])),
+            (s(&["phone"]), s(&["x-00_90_33", "\u{1}"])),
+            (s(&[]), s(&[])),
+        ];
+        for cfg in &configs {
+            let view = SiteView::new(cfg, "http://x");
+            for (classes, envs) in &cases {
+                for phase in ["update", "Staging", "all"] {
+                    for device in ["00_90_33", "all", "x", "a\u{1}"] {
+                        // twice: built, then from the memo
+                        for _ in 0..2 {
+                            let c = Candidates::new(&view, "scripts", phase, classes, envs, device);
+                            let got: Vec<String> = (0..c.len())
+                                .map(|i| {
+                                    let mut f = String::new();
+                                    c.write(i, &mut f);
+                                    f
+                                })
+                                .collect();
+                            let want =
+                                candidate_scripts(&view, "scripts", phase, classes, envs, device);
+                            assert_eq!(got, want, "{classes:?} {envs:?} {phase} {device}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
