@@ -1434,21 +1434,39 @@ pub fn candidate_scripts(
 /// The CHECK serial: md5 over the pre-snippet, every trimmed non-empty script line, and the
 /// post-snippet, as bytes on the wire (see [`wire_bytes`]).
 pub fn files_signature(pre: &[String], files: &[(String, ScriptFile)], post: &[String]) -> String {
+    // ASCII text is its own wire bytes: fed as it is, without a copy per line.
+    fn feed(h: &mut Md5, s: &str) {
+        if s.is_ascii() {
+            h.update(s.as_bytes());
+        } else {
+            h.update(wire_bytes(s));
+        }
+    }
     let mut h = Md5::new();
-    h.update(wire_bytes(&pre.concat()));
+    for p in pre {
+        feed(&mut h, p);
+    }
     for (_, f) in files {
         if let Ok(text) = &f.content {
             for line in text.split('\n') {
                 let l = line
                     .trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\0' | '\x0B'));
                 if !l.is_empty() {
-                    h.update(wire_bytes(l));
+                    feed(&mut h, l);
                 }
             }
         }
     }
-    h.update(wire_bytes(&post.concat()));
-    format!("{:x}", h.finalize())
+    for p in post {
+        feed(&mut h, p);
+    }
+    let mut out = String::with_capacity(32);
+    for b in h.finalize() {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 15)] as char);
+    }
+    out
 }
 
 /// A serial is used in file names and as the state key: letters, digits, `-`, `_`, `.`, `:`,
@@ -1573,6 +1591,37 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn files_signature_is_md5_of_the_wire_bytes() {
+        let file = |t: &str| {
+            (
+                "f".to_string(),
+                ScriptFile {
+                    mtime: 1,
+                    content: Ok(t.into()),
+                },
+            )
+        };
+        let files = [
+            file("  config add A /b 1 \r\n\n\tmod cmd X é\r\n"),
+            file("ü€ line\n \x0B\0\n"),
+        ];
+        let pre = ["pre é".to_string(), "ascii".to_string()];
+        let post = ["€".to_string()];
+        // the bytes, spelled out: trimmed non-empty lines; é and ü as one byte each
+        // (ISO-8859-1), € (beyond it) as UTF-8
+        let mut bytes: Vec<u8> = b"pre \xE9ascii".to_vec();
+        bytes.extend_from_slice(b"config add A /b 1mod cmd X \xE9");
+        bytes.extend_from_slice(b"\xFC\xE2\x82\xAC line");
+        bytes.extend_from_slice("€".as_bytes());
+        let want = format!("{:x}", Md5::digest(&bytes));
+        assert_eq!(files_signature(&pre, &files, &post), want);
+        assert_eq!(
+            files_signature(&[], &[], &[]),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
     }
 
     #[test]

@@ -55,11 +55,43 @@ impl UpdateRequest {
     /// Build the argument list from a raw query string, PHP style (`+` is a space, a repeated
     /// key keeps its first position and takes the last value).
     pub fn parse_query(query: &str) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for part in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let k = url::form_decode(k);
-            let v = url::form_decode(v);
+        // One pass over the bytes finds each part's `=` and end, and whether anything in
+        // it needs decoding (nearly nothing a device sends does).
+        fn text(s: &str, encoded: bool) -> String {
+            if encoded {
+                url::form_decode(s)
+            } else {
+                s.to_string()
+            }
+        }
+        let bytes = query.as_bytes();
+        let parts = bytes.iter().filter(|&&b| b == b'&').count() + 1;
+        let mut out: Vec<(String, String)> = Vec::with_capacity(parts);
+        let mut start = 0;
+        while start < bytes.len() {
+            let mut eq: Option<usize> = None;
+            let (mut key_encoded, mut value_encoded) = (false, false);
+            let mut end = start;
+            while end < bytes.len() && bytes[end] != b'&' {
+                match bytes[end] {
+                    b'=' if eq.is_none() => eq = Some(end),
+                    b'+' | b'%' if eq.is_none() => key_encoded = true,
+                    b'+' | b'%' => value_encoded = true,
+                    _ => {}
+                }
+                end += 1;
+            }
+            // `&` and `=` are ASCII: the cuts fall on character boundaries.
+            let (k, v) = match eq {
+                Some(e) => (&query[start..e], &query[e + 1..end]),
+                None => (&query[start..end], ""),
+            };
+            start = end + 1;
+            if k.is_empty() {
+                continue;
+            }
+            let k = text(k, key_encoded);
+            let v = text(v, value_encoded);
             if k.is_empty() {
                 continue;
             }
@@ -238,4 +270,50 @@ pub struct Outcome {
     /// Site-relative files to delete (a finished or abandoned CSR of this device), which the
     /// caller removes after storing the state. Always inside `customcerts.dir`.
     pub remove_files: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parse spelled out: split at `&`, then at the first `=`, decode both, skip empty
+    /// keys, a repeated key keeps its place and takes the last value.
+    fn naive(query: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let (k, v) = (url::form_decode(k), url::form_decode(v));
+            if k.is_empty() {
+                continue;
+            }
+            match out.iter_mut().find(|(ek, _)| *ek == k) {
+                Some(e) => e.1 = v,
+                None => out.push((k, v)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn parse_query_is_php_like() {
+        for q in [
+            "",
+            "&",
+            "&&a=1&&",
+            "type=IP232&sn=00-90-33-30-00-af&hwid=IP232-30-00-af&ip=10.0.0.5",
+            "a=1&b=2&a=3",
+            "a&b=&=c&d==e",
+            "k%20ey=v+a%2Bl%26&x+y=%E4%F6",
+            "a=%zz&b=%&c=%4",
+            "CHECK=0123456789abcdef&ü=ö&emoji=😀",
+            "%3D=1&a%26b=2",
+            "=&=x",
+        ] {
+            assert_eq!(UpdateRequest::parse_query(q), naive(q), "{q}");
+        }
+        assert_eq!(
+            UpdateRequest::parse_query("a=1&b=x+y&a=3"),
+            vec![("a".into(), "3".into()), ("b".into(), "x y".into())]
+        );
+    }
 }
