@@ -726,17 +726,32 @@ impl Store {
                 b.query(&sql)?.execute(&mut *tx).await?;
             }
 
-            // Child rows only for states whose children differ from the stored ones.
-            let chunk: Vec<&DeviceState> = match children_stored {
-                Some(stored) => chunk.iter().copied().filter(|s| !stored(s)).collect(),
-                None => chunk.to_vec(),
-            };
+            // Child rows only for states whose children differ from the stored ones; deleted
+            // first unless the database holds none.
+            let known: Vec<(&DeviceState, StoredChildren)> = chunk
+                .iter()
+                .map(|s| {
+                    (
+                        *s,
+                        children_stored.map_or(StoredChildren::Unknown, |k| k(s)),
+                    )
+                })
+                .filter(|(_, k)| *k != StoredChildren::Same)
+                .collect();
+            let chunk: Vec<&DeviceState> = known.iter().map(|(s, _)| *s).collect();
+            let clear: Vec<&DeviceState> = known
+                .iter()
+                .filter(|(_, k)| *k == StoredChildren::Unknown)
+                .map(|(s, _)| *s)
+                .collect();
             if chunk.is_empty() {
                 continue;
             }
-            if sqlite {
+            if clear.is_empty() {
+                // nothing to delete
+            } else if sqlite {
                 // One bind per table: the serials as a JSON array.
-                let sns: Vec<String> = chunk.iter().map(|s| nf(&s.sn)).collect();
+                let sns: Vec<String> = clear.iter().map(|s| nf(&s.sn)).collect();
                 let sns = serde_json::to_string(&sns).unwrap_or_else(|_| "[]".into());
                 for table in ["device_vars", "device_scripts", "device_queries"] {
                     sqlx::query(&format!(
@@ -750,7 +765,7 @@ impl Store {
                 for table in ["device_vars", "device_scripts", "device_queries"] {
                     let sql = format!(
                         "DELETE FROM {table} WHERE sn IN ({})",
-                        (1..=chunk.len())
+                        (1..=clear.len())
                             .map(|i| format!("{mark}{i}"))
                             .collect::<Vec<_>>()
                             .join(", ")
@@ -758,13 +773,21 @@ impl Store {
                     // One statement per list length: not kept in the connection's statement
                     // cache, which would fill with a prepared statement for every batch size.
                     let mut q = sqlx::query(&sql).persistent(false);
-                    for s in &chunk {
+                    for s in &clear {
                         q = q.bind(nf(&s.sn));
                     }
                     q.execute(&mut *tx).await?;
                 }
             }
 
+            // A device believed new whose rows exist after all (written behind this
+            // process's back in a way it could not notice) has them replaced, not the
+            // batch refused over a duplicate key.
+            let insert = if sqlite {
+                "INSERT OR REPLACE INTO"
+            } else {
+                "INSERT INTO"
+            };
             let mut vars = Vec::new();
             let mut scripts = Vec::new();
             let mut queries = Vec::new();
@@ -782,7 +805,7 @@ impl Store {
             insert_rows(
                 tx,
                 mark,
-                "INSERT INTO device_vars (sn, name, time, pos) VALUES ",
+                &format!("{insert} device_vars (sn, name, time, pos) VALUES "),
                 4,
                 &vars,
                 |b, (sn, name, time, pos)| {
@@ -796,7 +819,7 @@ impl Store {
             insert_rows(
                 tx,
                 mark,
-                "INSERT INTO device_scripts (sn, filename, delivered, version, pos) VALUES ",
+                &format!("{insert} device_scripts (sn, filename, delivered, version, pos) VALUES "),
                 5,
                 &scripts,
                 |b, (sn, sc, pos)| {
@@ -811,7 +834,7 @@ impl Store {
             insert_rows(
                 tx,
                 mark,
-                "INSERT INTO device_queries (sn, id, seen, body, pos) VALUES ",
+                &format!("{insert} device_queries (sn, id, seen, body, pos) VALUES "),
                 5,
                 &queries,
                 |b, (sn, qr, pos)| {
@@ -969,7 +992,8 @@ const FORGOTTEN_END: &str = "forgotten;";
 /// write's own transaction, which holds SQLite's write lock:
 ///
 /// * `children_stored` lets a batch skip child rows the database already holds (whether a
-///   state's vars, scripts and queries are what this process last wrote). Believed only
+///   state's vars, scripts and queries are what this process last wrote), and insert those
+///   of a device it does not hold without deleting first ([`StoredChildren`]). Believed only
 ///   when the device change counter is still `known`, the value this process last saw:
 ///   nobody else wrote devices since. Otherwise every state is written whole.
 /// * `logs` are states whose device row the database holds but for `seen` and the message
@@ -988,7 +1012,18 @@ pub(crate) struct QueuedWrite<'a> {
 }
 
 /// Whether the database already holds a state's child rows (see [`QueuedWrite`]).
-pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> bool + Sync + 'a;
+pub(crate) type ChildrenStored<'a> = dyn Fn(&DeviceState) -> StoredChildren + Sync + 'a;
+
+/// What the database holds of a state's child rows, as far as the write-behind knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoredChildren {
+    /// Exactly the state's: nothing to write.
+    Same,
+    /// None at all (a device the database did not hold): inserted without a delete first.
+    None,
+    /// Not known: deleted and inserted.
+    Unknown,
+}
 
 /// Rows per statement of device writes on SQLite (whole rows, touches, `seen` and message
 /// log), largest first: a batch is cut greedily into statements of these sizes, so that

@@ -136,6 +136,9 @@ impl Queues {
         self.trim_clean();
         self.present.trusted = false;
         self.present.epoch += 1;
+        for d in self.dirty.values_mut() {
+            d.fresh = false;
+        }
     }
 
     /// Drop the clean copies and fingerprints (memory back; the database has them).
@@ -248,6 +251,10 @@ struct Queued {
     /// The database holds this state but for `seen` (see [`WriteBehind::put_seen`]): the
     /// batch updates that column only.
     seen_only: bool,
+    /// The database held no row of this device when it was queued (the serial set said so,
+    /// trusted), and nobody else has written devices since: its child rows are inserted
+    /// without first deleting any. Cleared whenever another writer is noticed.
+    fresh: bool,
 }
 
 /// The store handles' share of the queue: when the last [`Store`] clone goes, the flusher
@@ -269,14 +276,8 @@ impl std::ops::Deref for Handle {
 }
 
 impl WriteBehind {
-    /// Start the flusher for `store` (a handle without write-behind of its own).
-    pub(crate) fn start(
-        store: &Store,
-        window: Duration,
-        clean_cap: usize,
-        watch: Option<crate::signal::Watch>,
-    ) -> Arc<Handle> {
-        let wb = Arc::new(WriteBehind {
+    fn new(clean_cap: usize, watch: Option<crate::signal::Watch>) -> WriteBehind {
+        WriteBehind {
             queued: Mutex::new(Queues::default()),
             clean_cap,
             watch,
@@ -289,7 +290,17 @@ impl WriteBehind {
             foreign: AtomicU64::new(0),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             stop: tokio::sync::Notify::new(),
-        });
+        }
+    }
+
+    /// Start the flusher for `store` (a handle without write-behind of its own).
+    pub(crate) fn start(
+        store: &Store,
+        window: Duration,
+        clean_cap: usize,
+        watch: Option<crate::signal::Watch>,
+    ) -> Arc<Handle> {
+        let wb = Arc::new(WriteBehind::new(clean_cap, watch));
         let task_wb = wb.clone();
         let writer = store.clone();
         let window = window.max(Duration::from_millis(1));
@@ -424,15 +435,21 @@ impl WriteBehind {
     /// length. (Clean copies of written states stay until the next load takes them.)
     pub(crate) fn put(&self, state: DeviceState) -> usize {
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
+        let hash = sn_hash(&state.sn);
         let mut q = self.lock();
         q.remove_clean(&state.sn);
-        q.saved(&state.sn);
+        let fresh = match q.dirty.get(&state.sn) {
+            Some(d) => d.fresh,
+            None => q.present.trusted && !q.present.hashes.contains(&hash),
+        };
+        q.present.hashes.insert(hash);
         q.dirty.insert(
             state.sn.clone(),
             Queued {
                 generation,
                 state: Arc::new(state),
                 seen_only: false,
+                fresh,
             },
         );
         q.dirty.len()
@@ -449,12 +466,14 @@ impl WriteBehind {
         q.remove_clean(&state.sn);
         q.saved(&state.sn);
         let seen_only = q.dirty.get(&state.sn).is_none_or(|d| d.seen_only);
+        let fresh = q.dirty.get(&state.sn).is_some_and(|d| d.fresh);
         q.dirty.insert(
             state.sn.clone(),
             Queued {
                 generation,
                 state: Arc::new(state),
                 seen_only,
+                fresh,
             },
         );
         q.dirty.len()
@@ -509,7 +528,11 @@ impl WriteBehind {
     /// `sn` is being written directly (an import): the database will hold it.
     pub(crate) fn written_directly(&self, sn: &str) {
         self.forget_clean(sn);
-        self.lock().saved(sn);
+        let mut q = self.lock();
+        q.saved(sn);
+        if let Some(d) = q.dirty.get_mut(sn) {
+            d.fresh = false;
+        }
     }
 
     /// Drop the clean copies to give memory back (the database has them; nothing is
@@ -650,12 +673,23 @@ impl Store {
         } else {
             HashMap::new()
         };
-        let unchanged = |s: &DeviceState| {
-            stored.get(s.sn.as_str()).is_some_and(|p| {
-                fresh
-                    .get(s.sn.as_str())
-                    .is_some_and(|f| f.children == p.children)
-            })
+        let new_devices: foldhash::HashSet<&str> = batch
+            .iter()
+            .filter(|(_, q)| q.fresh)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let children_of = |s: &DeviceState| {
+            let sn = s.sn.as_str();
+            let same = stored
+                .get(sn)
+                .is_some_and(|p| fresh.get(sn).is_some_and(|f| f.children == p.children));
+            if same {
+                crate::devices::StoredChildren::Same
+            } else if new_devices.contains(sn) {
+                crate::devices::StoredChildren::None
+            } else {
+                crate::devices::StoredChildren::Unknown
+            }
         };
         // The device row differs in `seen` and the message log at most.
         let log_only = |sn: &str| {
@@ -696,7 +730,7 @@ impl Store {
                 .filter(|(_, q)| q.seen_only)
                 .map(|(sn, q)| (sn.as_str(), q.state.seen))
                 .collect();
-            let test: &crate::devices::ChildrenStored<'_> = &unchanged;
+            let test: &crate::devices::ChildrenStored<'_> = &children_of;
             // Unchanged children are skipped only while the counter is where this process
             // left it (`write_states` checks inside its transaction).
             let known = *wb
@@ -879,6 +913,43 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device is queued fresh (its child rows inserted without a delete) only while the
+    /// trusted serial set says the database lacks it, and stops being fresh when another
+    /// writer is noticed or it is written directly.
+    #[test]
+    fn only_devices_the_database_lacks_are_queued_fresh() {
+        let wb = WriteBehind::new(1 << 20, None);
+        let fresh = |sn: &str| wb.lock().dirty.get(sn).map(|d| d.fresh);
+        wb.put(DeviceState::new("a", 1));
+        assert_eq!(
+            fresh("a"),
+            Some(false),
+            "serials not read yet: nothing is known"
+        );
+        {
+            let mut q = wb.lock();
+            q.present.trusted = true;
+            q.present.hashes.insert(sn_hash("b"));
+        }
+        wb.put(DeviceState::new("b", 1));
+        assert_eq!(fresh("b"), Some(false), "the database holds it");
+        wb.put(DeviceState::new("c", 1));
+        assert_eq!(fresh("c"), Some(true));
+        wb.put(DeviceState::new("c", 2));
+        assert_eq!(fresh("c"), Some(true), "polled again before its batch");
+        wb.put_seen(DeviceState::new("c", 3));
+        assert_eq!(fresh("c"), Some(true));
+        assert_eq!(fresh("a"), Some(false), "queued before: stays as it was");
+        wb.written_directly("c");
+        assert_eq!(fresh("c"), Some(false), "written directly meanwhile");
+        wb.put(DeviceState::new("d", 1));
+        assert_eq!(fresh("d"), Some(true));
+        wb.drop_clean();
+        assert_eq!(fresh("d"), Some(false), "another writer noticed");
+        wb.put(DeviceState::new("e", 1));
+        assert_eq!(fresh("e"), Some(false), "the serial set is distrusted");
+    }
 
     /// A log of repeated texts weighs an entry per message plus each text once; texts that
     /// are not shared count each time.

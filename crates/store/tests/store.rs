@@ -748,6 +748,50 @@ async fn never_seen_devices_are_answered_from_memory_and_others_additions_at_onc
     assert_eq!(c.map(|c| c.seen), Some(7));
 }
 
+/// A device the server believes new, whose rows were nevertheless written behind its back
+/// (in a way it cannot notice), is still written: its child rows replace the ones with the
+/// same keys, where inserting them without the delete a new device skips would have failed
+/// the batch over a duplicate key.
+#[tokio::test]
+async fn a_new_device_with_rows_written_behind_the_back_is_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_millis(20)).await;
+    cli.save(&full_state("00-90-33-30-00-a1")).await.unwrap();
+    let mut known = false;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        known = server.serials_known();
+        if known {
+            break;
+        }
+    }
+    assert!(known, "the serials are read within a few windows");
+    let s = full_state("00-90-33-30-00-e1");
+    let mut raw = raw_sqlite(&dir).await;
+    sqlx::query("INSERT INTO devices (sn, seen) VALUES (?1, 1)")
+        .bind(&s.sn)
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    for (table, key) in [
+        ("device_scripts (sn, filename)", &s.scripts[0].filename),
+        ("device_vars (sn, name)", &s.device.vars[0].0),
+        ("device_queries (sn, id)", &s.queries[0].id),
+    ] {
+        sqlx::query(&format!("INSERT INTO {table} VALUES (?1, ?2)"))
+            .bind(&s.sn)
+            .bind(key)
+            .execute(&mut raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await.unwrap();
+    assert_eq!(server.load(&s.sn).await.unwrap(), None, "not noticed");
+    server.save(&s).await.unwrap();
+    server.flush().await.unwrap();
+    assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+}
+
 /// The clean copies are bounded by `state_cache_bytes`.
 #[tokio::test]
 async fn clean_copies_are_bounded() {
