@@ -142,7 +142,7 @@ pub async fn run(app: AppState, req: UpdateRequest) -> Response {
     app.maybe_expire(now).await;
     respond::bytes(
         StatusCode::OK,
-        autoprov_core::innovaphone::php::wire_bytes(&outcome.body),
+        autoprov_core::innovaphone::php::into_wire_bytes(outcome.body),
     )
 }
 

@@ -1627,12 +1627,14 @@ mod tests {
     #[test]
     fn memoised_candidates_are_the_reference_list() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let mut two_envs = SiteConfig::default();
-        two_envs.environments = [
-            SiteConfig::default().environments.clone(),
-            SiteConfig::default().environments,
-        ]
-        .concat();
+        let two_envs = SiteConfig {
+            environments: [
+                SiteConfig::default().environments,
+                SiteConfig::default().environments,
+            ]
+            .concat(),
+            ..SiteConfig::default()
+        };
         let configs = [SiteConfig::default(), two_envs];
         let cases = [
             (

@@ -94,6 +94,16 @@ pub fn latin1_decode(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| b as char).collect()
 }
 
+/// [`wire_bytes`] of an owned text: ASCII text (nearly every answer) is its own bytes,
+/// handed over without a copy.
+pub fn into_wire_bytes(s: String) -> Vec<u8> {
+    if s.is_ascii() {
+        s.into_bytes()
+    } else {
+        wire_bytes(&s)
+    }
+}
+
 /// The bytes of a script on the wire (and under the CHECK md5): characters up to U+00FF as one
 /// byte each (undoing [`latin1_decode`]), anything above as UTF-8.
 pub fn wire_bytes(s: &str) -> Vec<u8> {
@@ -116,6 +126,13 @@ pub fn wire_bytes(s: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_text_gives_the_same_wire_bytes() {
+        for s in ["", "plain\r\n", "é ü", "€ and é", "\u{FF}\u{100}"] {
+            assert_eq!(into_wire_bytes(s.to_string()), wire_bytes(s), "{s}");
+        }
+    }
 
     #[test]
     fn since_like_php() {
