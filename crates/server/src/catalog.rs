@@ -41,7 +41,7 @@ use tokio::sync::Semaphore;
 /// change); in between, reports are checked with a read and not written.
 pub const REPORT_REFRESH: i64 = 300;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use autoprov_core::config::FirmwareTargetRule;
 use autoprov_core::firmware::{
@@ -260,7 +260,8 @@ impl Firmware {
         let Some(key) = device_key(device) else {
             return Ok(());
         };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h =
+            std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::default());
         (vendor, model, groups, version).hash(&mut h);
         let fingerprint = h.finish();
         let now = now();
