@@ -110,26 +110,76 @@ impl DeviceSummary {
         d
     }
 
-    /// The high-cardinality fields, in arena order.
-    fn high(&self) -> [&Option<String>; HIGH - 1] {
-        [&self.ip, &self.realip, &self.proxy, &self.hwid]
+    /// The summary's fields, borrowed, as the index takes them.
+    fn listed(&self) -> Listed<'_> {
+        Listed {
+            sn: &self.sn,
+            high: [&self.ip, &self.realip, &self.proxy, &self.hwid].map(Option::as_deref),
+            low: [
+                &self.device_type,
+                &self.device_phase,
+                &self.phase,
+                &self.classes,
+                &self.environments,
+                &self.firmware,
+                &self.bootcode,
+                &self.vendor,
+                &self.model,
+                &self.firmware_requested,
+                &self.certstat,
+            ]
+            .map(Option::as_deref),
+            seen: self.seen,
+            first_seen: self.first_seen,
+            backup: self.backup,
+        }
     }
+}
 
+/// A device's listed fields, borrowed from a state or a summary: what
+/// [`Inventory::upsert`] reads, without copying each text first.
+#[derive(Debug, PartialEq)]
+struct Listed<'a> {
+    sn: &'a str,
+    /// The high-cardinality fields, in arena order: ip, realip, proxy, hwid.
+    high: [Option<&'a str>; HIGH - 1],
     /// The interned fields, filterable ones first (see [`Low`]).
-    fn low(&self) -> [&Option<String>; LOW_ALL] {
-        [
-            &self.device_type,
-            &self.device_phase,
-            &self.phase,
-            &self.classes,
-            &self.environments,
-            &self.firmware,
-            &self.bootcode,
-            &self.vendor,
-            &self.model,
-            &self.firmware_requested,
-            &self.certstat,
-        ]
+    low: [Option<&'a str>; LOW_ALL],
+    seen: i64,
+    first_seen: Option<i64>,
+    backup: Option<i64>,
+}
+
+impl<'a> Listed<'a> {
+    /// The fields of a stored state, as [`DeviceSummary::from_state`] takes them.
+    fn of(d: &'a DeviceState) -> Listed<'a> {
+        Listed {
+            sn: &d.sn,
+            high: [
+                &d.device.ip,
+                &d.device.realip,
+                &d.device.proxy,
+                &d.device.hwid,
+            ]
+            .map(Option::as_deref),
+            low: [
+                &d.device.device_type,
+                &d.device.phase,
+                &d.phase,
+                &d.device.classes,
+                &d.device.environments,
+                &d.firmware.build,
+                &d.bootcode.build,
+                &d.vendor,
+                &d.model,
+                &d.firmware.requested,
+                &d.device.certstat,
+            ]
+            .map(Option::as_deref),
+            seen: d.seen,
+            first_seen: d.first_seen,
+            backup: d.device.backup,
+        }
     }
 }
 
@@ -225,28 +275,28 @@ struct Interner {
 }
 
 impl Interner {
-    fn intern(&mut self, v: &Option<String>) -> u32 {
+    fn intern(&mut self, v: Option<&str>) -> u32 {
         let Some(v) = v else { return NONE };
-        if let Some(&id) = self.ids.get(v.as_str()) {
+        if let Some(&id) = self.ids.get(v) {
             self.refs[id as usize] += 1;
             return id;
         }
         let lower: Box<str> = v.to_lowercase().into();
         let id = match self.free.pop() {
             Some(id) => {
-                self.orig[id as usize] = v.as_str().into();
+                self.orig[id as usize] = v.into();
                 self.lower[id as usize] = lower;
                 self.refs[id as usize] = 1;
                 id
             }
             None => {
-                self.orig.push(v.as_str().into());
+                self.orig.push(v.into());
                 self.lower.push(lower);
                 self.refs.push(1);
                 (self.orig.len() - 1) as u32
             }
         };
-        self.ids.insert(v.as_str().into(), id);
+        self.ids.insert(v.into(), id);
         id
     }
 
@@ -424,17 +474,21 @@ impl Inventory {
 
     /// Add or replace the device `d.sn`.
     pub fn upsert(&mut self, d: &DeviceState) {
-        self.upsert_summary(DeviceSummary::from_state(d));
+        self.upsert_listed(Listed::of(d));
     }
 
     /// Add or replace the device `s.sn`.
     pub fn upsert_summary(&mut self, s: DeviceSummary) {
+        self.upsert_listed(s.listed());
+    }
+
+    fn upsert_listed(&mut self, s: Listed<'_>) {
         self.version += 1;
         let mut text = String::with_capacity(64);
         let mut cuts = [0u32; HIGH - 1];
         let mut present = 0u8;
-        text.push_str(&s.sn);
-        for (i, f) in s.high().into_iter().enumerate() {
+        text.push_str(s.sn);
+        for (i, f) in s.high.into_iter().enumerate() {
             cuts[i] = text.len() as u32;
             if let Some(v) = f {
                 present |= 1 << i;
@@ -442,15 +496,15 @@ impl Inventory {
             }
         }
         let mut low = [NONE; LOW_ALL];
-        for (i, f) in s.low().into_iter().enumerate() {
+        for (i, f) in s.low.into_iter().enumerate() {
             low[i] = self.values.intern(f);
         }
         let keys = [
-            prefix_key(&s.sn),
-            prefix_key(s.hwid.as_deref().unwrap_or("")),
-            prefix_key(s.ip.as_deref().unwrap_or("")),
+            prefix_key(s.sn),
+            prefix_key(s.high[3].unwrap_or("")),
+            prefix_key(s.high[0].unwrap_or("")),
         ];
-        let slot = match self.by_sn.get(s.sn.as_str()) {
+        let slot = match self.by_sn.get(s.sn) {
             Some(&slot) => {
                 let i = slot as usize;
                 for id in self.low[i] {
@@ -485,7 +539,7 @@ impl Inventory {
                 self.text[i] = text.into();
                 self.cuts[i] = cuts;
                 self.add_record(i);
-                self.by_sn.insert(s.sn.as_str().into(), slot);
+                self.by_sn.insert(s.sn.into(), slot);
                 self.live.set(i);
                 slot
             }
@@ -998,6 +1052,50 @@ mod tests {
             } else {
                 Some(self.pick(v).to_string())
             }
+        }
+    }
+
+    /// The index reads a state's fields exactly as they are in its summary (two spellings
+    /// of one mapping: borrowed from the state, owned in the summary).
+    #[test]
+    fn a_state_lists_as_its_summary() {
+        let mut r = Rng(0x5eed);
+        for n in 0..200 {
+            let mut d = random_device(&mut r, n);
+            d.first_seen = (n % 3 == 0).then_some(5);
+            d.device.backup = (n % 4 == 0).then_some(6);
+            let summary = DeviceSummary::from_state(&d);
+            assert_eq!(Listed::of(&d), summary.listed());
+        }
+        // every listed field is read from a distinct place of the state
+        {
+            let mut marked = DeviceState::default();
+            for (i, slot) in [
+                &mut marked.device.ip,
+                &mut marked.device.realip,
+                &mut marked.device.proxy,
+                &mut marked.device.hwid,
+                &mut marked.device.device_type,
+                &mut marked.device.phase,
+                &mut marked.phase,
+                &mut marked.device.classes,
+                &mut marked.device.environments,
+                &mut marked.firmware.build,
+                &mut marked.bootcode.build,
+                &mut marked.vendor,
+                &mut marked.model,
+                &mut marked.firmware.requested,
+                &mut marked.device.certstat,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                *slot = Some(format!("f{i}"));
+            }
+            let l = Listed::of(&marked);
+            let got: Vec<&str> = l.high.iter().chain(&l.low).map(|f| f.unwrap()).collect();
+            let want: Vec<String> = (0..15).map(|i| format!("f{i}")).collect();
+            assert_eq!(got, want);
         }
     }
 

@@ -260,8 +260,7 @@ impl Firmware {
         let Some(key) = device_key(device) else {
             return Ok(());
         };
-        let mut h =
-            std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::default());
+        let mut h = std::hash::BuildHasher::build_hasher(&foldhash::quality::FixedState::default());
         (vendor, model, groups, version).hash(&mut h);
         let fingerprint = h.finish();
         let now = now();

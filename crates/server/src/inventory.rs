@@ -121,6 +121,16 @@ struct Observer(Weak<Shared>);
 impl StoreObserver for Observer {
     fn saved(&self, state: &DeviceState) {
         if let Some(s) = self.0.upgrade() {
+            // Loaded and free: applied right here from the state itself, after whatever was
+            // queued before it (the queue is drained under the same lock); otherwise queued
+            // as an owned summary.
+            if s.loaded.load(Ordering::Acquire) {
+                if let Ok(mut inv) = s.inv.try_write() {
+                    s.drain(&mut inv);
+                    inv.upsert(state);
+                    return;
+                }
+            }
             s.push(Change::Saved(Box::new(DeviceSummary::from_state(state))));
         }
     }
