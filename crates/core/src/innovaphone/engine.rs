@@ -214,6 +214,44 @@ impl Image {
     };
 }
 
+/// Set a text field of the state, reusing its buffer (a poll mostly writes what it read).
+fn assign(slot: &mut Option<String>, v: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(v);
+        }
+        None => *slot = Some(v.to_string()),
+    }
+}
+
+/// [`assign`] of `parts` joined with `sep`.
+fn assign_joined(slot: &mut Option<String>, parts: &[String], sep: &str) {
+    let s = slot.get_or_insert_with(String::new);
+    s.clear();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            s.push_str(sep);
+        }
+        s.push_str(p);
+    }
+}
+
+/// `parts` joined with a separator, formatted in place.
+struct Joined<'a>(&'a [String], &'a str);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(self.1)?;
+            }
+            f.write_str(p)?;
+        }
+        Ok(())
+    }
+}
+
 /// Marker: the reference stops the script here.
 pub(crate) struct Stop;
 
@@ -456,24 +494,23 @@ impl<'a> Run<'a> {
         }
 
         let classes = self.view.classes_of(device_type);
-        self.state.device.device_type = Some(device_type.to_string());
-        self.state.device.classes = Some(classes.join(", "));
+        assign(&mut self.state.device.device_type, device_type);
+        assign_joined(&mut self.state.device.classes, &classes, ", ");
 
         // Addresses: peer, or the first X-Forwarded-For entry behind a proxy.
         let peer = req
             .peer_ip
             .strip_prefix("::ffff:")
-            .unwrap_or(&req.peer_ip)
-            .to_string();
+            .unwrap_or(&req.peer_ip);
         match &req.forwarded_for {
             Some(xff) => {
-                let first = xff.split(',').next().unwrap_or("").to_string();
-                self.state.device.ip = Some(first);
+                let first = xff.split(',').next().unwrap_or("");
+                assign(&mut self.state.device.ip, first);
                 self.state.device.rp = true;
-                self.state.device.proxy = Some(peer);
+                assign(&mut self.state.device.proxy, peer);
             }
             None => {
-                self.state.device.ip = Some(peer);
+                assign(&mut self.state.device.ip, peer);
                 self.state.device.rp = false;
             }
         }
@@ -492,7 +529,7 @@ impl<'a> Run<'a> {
         let nextphase = self.view.next_phase(&phase);
         self.phase = Some(phase.clone());
         self.nextphase = nextphase.clone();
-        self.state.device.phase = Some(phase.clone());
+        assign(&mut self.state.device.phase, &phase);
 
         // Environments (with the reference's array-union quirk: with several `env` values,
         // later expansions only add entries beyond the length already reached).
@@ -521,15 +558,14 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        self.state.device.environments = Some(envs.join(", "));
+        assign_joined(&mut self.state.device.environments, &envs, ", ");
 
-        let summary = format!(
+        self.notify_fmt(format_args!(
             "phase: {phase}, nextphase: {}, environment: {}, type: {device_type}, classes: {}",
-            nextphase.clone().unwrap_or_default(),
-            envs.join("+"),
-            classes.join("+")
-        );
-        self.notify(&summary);
+            nextphase.as_deref().unwrap_or(""),
+            Joined(&envs, "+"),
+            Joined(&classes, "+")
+        ));
 
         if self.tracking {
             if let Some(t) = self.state.skipnext.take() {
