@@ -280,15 +280,17 @@ impl ScriptCache {
                     inner.memo_site = site.dir.clone();
                 }
             }
-            if let Some(hit) = inner.memo.get(rel) {
-                return hit.clone();
-            }
+            // A name missing from its directory's memoised listing first: most candidates
+            // are (both memos are emptied together, so they never disagree).
             if let Some((dir, name)) = split {
                 if let Some(names) = inner.memo_dirs.get(dir) {
                     if !names.all.contains(std::ffi::OsStr::new(name)) {
                         return None;
                     }
                 }
+            }
+            if let Some(hit) = inner.memo.get(rel) {
+                return hit.clone();
             }
             inner.generation
         };

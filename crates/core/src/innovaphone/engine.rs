@@ -498,10 +498,7 @@ impl<'a> Run<'a> {
         assign_joined(&mut self.state.device.classes, &classes, ", ");
 
         // Addresses: peer, or the first X-Forwarded-For entry behind a proxy.
-        let peer = req
-            .peer_ip
-            .strip_prefix("::ffff:")
-            .unwrap_or(&req.peer_ip);
+        let peer = req.peer_ip.strip_prefix("::ffff:").unwrap_or(&req.peer_ip);
         match &req.forwarded_for {
             Some(xff) => {
                 let first = xff.split(',').next().unwrap_or("");
