@@ -794,6 +794,10 @@ impl Store {
                 if let Some((Some(print), _)) = sums.get(i) {
                     q.children.insert((*sn).clone(), *print);
                 }
+                // Queued again while this batch ran: the database holds the device now.
+                if let Some(now) = q.dirty.get_mut(*sn) {
+                    now.fresh = false;
+                }
                 if q.dirty
                     .get(*sn)
                     .is_some_and(|now| now.generation == done.generation)

@@ -792,6 +792,35 @@ async fn a_new_device_with_rows_written_behind_the_back_is_still_written() {
     assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
 }
 
+/// A device first written as new (child rows inserted without a delete) and then with fewer
+/// child rows keeps only those: once written it is not new any more.
+#[tokio::test]
+async fn a_new_device_written_again_with_fewer_children_keeps_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = server_and_cli(&dir, Duration::from_millis(20)).await;
+    cli.save(&full_state("00-90-33-30-00-a1")).await.unwrap();
+    let mut known = false;
+    for _ in 0..250 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        known = server.serials_known();
+        if known {
+            break;
+        }
+    }
+    assert!(known, "the serials are read within a few windows");
+    let mut s = full_state("00-90-33-30-00-f1");
+    assert!(s.scripts.len() > 1 && s.device.vars.len() > 1 && s.queries.len() > 1);
+    for _ in 0..3 {
+        server.save(&s).await.unwrap();
+        server.flush().await.unwrap();
+        assert_eq!(cli.load(&s.sn).await.unwrap().as_ref(), Some(&s));
+        s.scripts.pop();
+        s.device.vars.pop();
+        s.queries.pop();
+        s.seen += 1;
+    }
+}
+
 /// The clean copies are bounded by `state_cache_bytes`.
 #[tokio::test]
 async fn clean_copies_are_bounded() {
