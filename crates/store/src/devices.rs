@@ -1055,11 +1055,12 @@ impl BoundSql {
     /// v.column1`, `width` values per row (the serial first): the values are bound as they
     /// are, where a JSON array of rows cost more to build, escape and take apart than the
     /// update itself (a message log is a string full of quotes). An update: a device deleted
-    /// meanwhile stays deleted.
+    /// meanwhile stays deleted. `OR FAIL`: see [`UPSERT_DEVICES_BOUND`].
     fn update(set: &str, width: usize) -> BoundSql {
         BoundSql::new(|rows| {
             format!(
-                "UPDATE devices SET {set} FROM (VALUES {}) AS v WHERE devices.sn = v.column1",
+                "UPDATE OR FAIL devices SET {set} FROM (VALUES {}) AS v \
+                 WHERE devices.sn = v.column1",
                 anonymous_values(width, rows)
             )
         })
@@ -1075,10 +1076,19 @@ static LOG_DEVICES_BOUND: std::sync::LazyLock<BoundSql> =
     std::sync::LazyLock::new(|| BoundSql::update("seen = v.column2, msgs = v.column3", 3));
 
 /// Whole device rows on SQLite, [`bind_device`] per row.
+///
+/// `OR FAIL`, here and in [`BoundSql::update`]: a statement that writes
+/// several rows and may stop half-way with the default `ABORT` (a `NOT NULL` column is
+/// enough) makes SQLite copy every page it changes into a statement journal first, so that
+/// the rows written before the failure can be put back. `FAIL` keeps them instead, and
+/// needs no journal (measured: a 256-row update of `seen` and the message log ~20 % cheaper
+/// per row). Nothing is kept in the end: every device write runs in a transaction that is
+/// rolled back as a whole when one statement fails.
 static UPSERT_DEVICES_BOUND: std::sync::LazyLock<BoundSql> = std::sync::LazyLock::new(|| {
     BoundSql::new(|rows| {
+        let head = UPSERT_DEVICE_HEAD.replacen("INSERT INTO", "INSERT OR FAIL INTO", 1);
         format!(
-            "{UPSERT_DEVICE_HEAD}{}{UPSERT_DEVICE_TAIL}",
+            "{head}{}{UPSERT_DEVICE_TAIL}",
             anonymous_values(DEVICE_BINDS, rows)
         )
     })

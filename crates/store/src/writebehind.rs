@@ -23,9 +23,9 @@
 //! beyond that, arbitrary clean copies are dropped), so the next poll of a device reads no row at all. The
 //! copies are only as good as the knowledge that nobody else wrote the devices. A process
 //! without write-behind (the CLI: `devices forget`, `notify`, imports) writes the
-//! `<database>-changes` file after each commit of device state, and every load drains an
-//! inotify watch on that file first (`signal.rs`): a change committed before the load began
-//! drops every clean copy, exactly. Without such a watch no copies are kept. As a second
+//! `<database>-changes` file after each commit of device state, incrementing the counter
+//! both map into memory, and every load compares that counter first (`signal.rs`; one
+//! memory load): a change committed before the load began drops every clean copy, exactly. Without such a watch no copies are kept. As a second
 //! line, every write of device state by any process increments the `devices_generation`
 //! counter in `meta` in the same transaction (see [`Store::bump_generation`]); the flusher
 //! compares it each window with the value this process last produced and drops the copies
@@ -95,6 +95,8 @@ pub(crate) struct Queues {
     reports: Vec<crate::FirmwareReport>,
     /// Which serials the database holds (see [`Present`]).
     present: Present,
+    /// The change signal's value when last compared (see [`WriteBehind::notice_others`]).
+    signal_seen: u64,
 }
 
 /// Fingerprints of the serials the database holds, so that a load of a device never seen
@@ -277,8 +279,12 @@ impl std::ops::Deref for Handle {
 
 impl WriteBehind {
     fn new(clean_cap: usize, watch: Option<crate::signal::Watch>) -> WriteBehind {
+        let queues = Queues {
+            signal_seen: watch.as_ref().map_or(0, |w| w.value()),
+            ..Queues::default()
+        };
         WriteBehind {
-            queued: Mutex::new(Queues::default()),
+            queued: Mutex::new(queues),
             clean_cap,
             watch,
             known_generation: Mutex::new(None),
@@ -383,12 +389,8 @@ impl WriteBehind {
     /// The queued or clean state of `sn`, if any. A clean copy is handed over, not copied
     /// (the caller is about to change it and save it again; the database has it meanwhile).
     pub(crate) fn take(&self, sn: &str) -> Taken {
-        // Drained before taking the lock: the queue's lock is not held across a system call.
-        let others_wrote = self.others_wrote();
         let mut q = self.lock();
-        if others_wrote {
-            self.after_others_wrote(&mut q);
-        }
+        self.notice_others(&mut q);
         if let Some(d) = q.dirty.get(sn) {
             return Taken::Held(d.state.clone());
         }
@@ -401,10 +403,28 @@ impl WriteBehind {
         Taken::Ask
     }
 
-    /// Whether another process wrote devices since the last look (the change signal,
-    /// drained without waiting).
-    fn others_wrote(&self) -> bool {
-        self.watch.as_ref().is_some_and(|w| w.changed())
+    /// Whether another process wrote devices since the last look (see `signal.rs`): the
+    /// signal's value compared, under the queue's lock, with the one the queue last saw, so
+    /// that whichever caller notices first drops the copies before any other uses them.
+    /// One memory load, no system call.
+    fn notice_others(&self, q: &mut Queues) {
+        let Some(w) = &self.watch else {
+            return;
+        };
+        let now = w.value();
+        if now != q.signal_seen {
+            q.signal_seen = now;
+            self.after_others_wrote(q);
+        }
+    }
+
+    /// [`Self::notice_others`] after draining the signal's inotify watch (a replaced
+    /// signal file, a CLI of an older version): once per write-behind window.
+    pub(crate) fn sweep_others(&self) {
+        if let Some(w) = &self.watch {
+            w.sweep();
+        }
+        self.notice_others(&mut self.lock());
     }
 
     /// Another process wrote devices: the copies may be stale, and it may have left notes
@@ -599,9 +619,7 @@ impl Store {
     /// `None` without write-behind: nothing is noticed, anything may have changed.
     pub fn foreign_device_writes(&self) -> Option<u64> {
         let wb = self.wb.as_ref()?;
-        if wb.others_wrote() {
-            wb.after_others_wrote(&mut wb.lock());
-        }
+        wb.sweep_others();
         Some(wb.foreign.load(Ordering::Acquire))
     }
 
@@ -646,9 +664,7 @@ impl Store {
     /// chunk was written stay queued (their generation changed).
     async fn write_queued(&self, wb: &WriteBehind) -> Result<usize> {
         // Another process wrote devices: what this process knows of the rows is void.
-        if wb.others_wrote() {
-            wb.after_others_wrote(&mut wb.lock());
-        }
+        wb.sweep_others();
         // Request handlers wait for this lock: take copies only, look things up later.
         let (batch, prints): (Vec<(String, Queued)>, Vec<Option<Prints>>) = {
             let q = wb.lock();
