@@ -78,7 +78,18 @@ pub struct SitePorts {
 /// `mmap` and a hard link made to a cached file after it was read; the site directory itself
 /// is expected to stay in place (the database lives there too).
 #[derive(Clone)]
-pub struct ScriptCache(Arc<std::sync::Mutex<CacheInner>>);
+pub struct ScriptCache(Arc<Shared>);
+
+struct Shared {
+    inner: std::sync::Mutex<CacheInner>,
+    /// The inotify instance (also in [`Watches`], which adds and removes the watches).
+    inotify: Option<Arc<sys::Inotify>>,
+    /// Held while the inotify queue is read and what was read is applied, with the buffer
+    /// events are read into: a refresh never holds `inner` across the system call, so that
+    /// the lookups of other requests do not wait for it. A refresh that finds nothing
+    /// still waits for one running alongside, which may hold events queued before it.
+    drain: std::sync::Mutex<Box<[u8]>>,
+}
 
 struct CacheInner {
     dirs: HashMap<PathBuf, Listing>,
@@ -138,15 +149,12 @@ enum FileCheck {
 
 /// The inotify instance and what its watches stand for.
 struct Watches {
-    inotify: sys::Inotify,
+    inotify: Arc<sys::Inotify>,
     /// Watch descriptor → the directories it watches (one inode may be reached twice, e.g.
     /// through a bind mount).
     by_wd: HashMap<i32, Vec<PathBuf>>,
     /// Directory → its watch descriptor and the events asked for.
     by_path: HashMap<PathBuf, (i32, u32)>,
-    /// Where events are read to: kept, so that the drain every request does (which nearly
-    /// always reads nothing) does not clear a fresh buffer each time.
-    buf: Box<[u8]>,
 }
 
 /// Name changes: enough for a directory on the way to a cached one.
@@ -203,10 +211,9 @@ impl Default for ScriptCache {
     fn default() -> ScriptCache {
         let watches = match sys::Inotify::new() {
             Ok(inotify) => Some(Watches {
-                inotify,
+                inotify: Arc::new(inotify),
                 by_wd: HashMap::new(),
                 by_path: HashMap::new(),
-                buf: vec![0; 4096].into_boxed_slice(),
             }),
             Err(e) => {
                 tracing::info!("no inotify ({e}): snippet files are validated by their mtime");
@@ -226,16 +233,23 @@ fn split_last(rel: &str) -> Option<(&str, &str)> {
 
 impl ScriptCache {
     fn with_watches(watches: Option<Watches>) -> ScriptCache {
-        ScriptCache(Arc::new(std::sync::Mutex::new(CacheInner {
-            dirs: HashMap::new(),
-            files: HashMap::new(),
-            watches,
-            generation: 0,
-            memo: HashMap::new(),
-            memo_dirs: HashMap::new(),
-            memo_site: PathBuf::new(),
-            memo_generation: 0,
-        })))
+        let inotify = watches.as_ref().map(|w| w.inotify.clone());
+        ScriptCache(Arc::new(Shared {
+            inotify,
+            // kept, so that the drain every request does (which nearly always reads
+            // nothing) does not clear a fresh buffer each time
+            drain: std::sync::Mutex::new(vec![0; 4096].into_boxed_slice()),
+            inner: std::sync::Mutex::new(CacheInner {
+                dirs: HashMap::new(),
+                files: HashMap::new(),
+                watches,
+                generation: 0,
+                memo: HashMap::new(),
+                memo_dirs: HashMap::new(),
+                memo_site: PathBuf::new(),
+                memo_generation: 0,
+            }),
+        }))
     }
 
     /// A cache that validates everything by `stat` (as without inotify).
@@ -245,13 +259,34 @@ impl ScriptCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Take in the changes made so far (drain the inotify queue): reads after this see every
     /// change that completed before it. Call once at the start of a request.
     pub fn refresh(&self) {
-        self.lock().drain();
+        let Some(inotify) = &self.0.inotify else {
+            return;
+        };
+        let mut buf = self.0.drain.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = Vec::new();
+        let failed = loop {
+            match inotify.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => sys::parse_events(&buf[..n], |wd, mask, name| {
+                    events.push((wd, mask, name.map(OsString::from)))
+                }),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                Err(e) => {
+                    tracing::warn!("reading inotify events: {e}");
+                    break true;
+                }
+            }
+        };
+        if failed || !events.is_empty() {
+            self.lock().apply(events, failed);
+        }
     }
 
     /// [`read_script`] through the cache, as of now (refreshes first; a request reading
@@ -548,29 +583,10 @@ impl CacheInner {
         true
     }
 
-    /// Take in the queued events (see [`ScriptCache`]).
-    fn drain(&mut self) {
-        let Some(w) = &mut self.watches else {
-            return;
-        };
-        let mut events = Vec::new();
-        let failed = loop {
-            match w.inotify.read(&mut w.buf) {
-                Ok(0) => break false,
-                Ok(n) => sys::parse_events(&w.buf[..n], |wd, mask, name| {
-                    events.push((wd, mask, name.map(OsString::from)))
-                }),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
-                Err(e) => {
-                    tracing::warn!("reading inotify events: {e}");
-                    break true;
-                }
-            }
-        };
-        if failed || !events.is_empty() {
-            self.generation += 1;
-        }
+    /// Take in the events [`ScriptCache::refresh`] read (see [`ScriptCache`]); `failed`: the
+    /// queue could not be read, some may be lost.
+    fn apply(&mut self, events: Vec<(i32, u32, Option<OsString>)>, failed: bool) {
+        self.generation += 1;
         if failed {
             self.dirs.clear();
             self.files.clear();
