@@ -74,12 +74,15 @@ impl FileSig {
 pub struct Entry {
     pub body: bytes::Bytes,
     pub content_type: &'static str,
-    pub etag: String,
+    /// The entity tag as sent (kept as a header value: answering costs no validation and
+    /// no copy).
+    pub etag: axum::http::HeaderValue,
     deps: Vec<(PathBuf, FileSig)>,
 }
 
 impl Entry {
-    /// An answer and the template files it was rendered from.
+    /// An answer and the template files it was rendered from. `etag` must be a valid header
+    /// value (a quoted hex digest); anything else is sent as the digest of nothing.
     pub fn new(
         body: Vec<u8>,
         content_type: &'static str,
@@ -89,7 +92,8 @@ impl Entry {
         Entry {
             body: bytes::Bytes::from(body),
             content_type,
-            etag,
+            etag: axum::http::HeaderValue::try_from(etag)
+                .unwrap_or_else(|_| axum::http::HeaderValue::from_static("\"\"")),
             deps,
         }
     }

@@ -108,6 +108,9 @@ pub struct ConnFacts {
     pub client_cert: Option<autoprov_core::innovaphone::ClientCert>,
 }
 
+/// Named once: looking a header up by a `&str` parses the name on every request.
+const X_FORWARDED_FOR: header::HeaderName = header::HeaderName::from_static("x-forwarded-for");
+
 impl ConnFacts {
     pub fn of(parts: &axum::http::request::Parts) -> ConnFacts {
         let conn = parts.extensions.get::<crate::ConnInfo>();
@@ -131,7 +134,7 @@ impl ConnFacts {
             .unwrap_or_default();
         let forwarded_for = parts
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|h| h.to_str().ok())
             .map(str::trim)
             .filter(|h| !h.is_empty() && conn.is_some_and(|c| c.trusted_proxy))

@@ -331,17 +331,26 @@ fn entity_tag(body: &[u8]) -> String {
 /// 200 with the body and its `ETag`, or 304 without a body when `If-None-Match` names it.
 /// Only `If-None-Match` is evaluated (there is no `Last-Modified` to compare dates against).
 fn ok(r: Arc<Entry>, request_headers: &axum::http::HeaderMap) -> Response {
-    let etag = r.etag.as_str();
-    let etag_value = HeaderValue::from_str(etag).expect("hex digits are a valid header value");
-    let if_none_match: Vec<&str> = request_headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let etag_value = r.etag.clone();
+    let etag = etag_value.to_str().unwrap_or_default();
+    // Nearly always one header: no list built for it.
+    let mut asked = request_headers.get_all(header::IF_NONE_MATCH).iter();
+    let matches = match (asked.next(), asked.next()) {
+        (None, _) => false,
+        (Some(one), None) => one
+            .to_str()
+            .is_ok_and(|v| crate::catalog::transfer::tag_list_matches(&[v], etag, true)),
+        (Some(_), Some(_)) => {
+            let all: Vec<&str> = request_headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            crate::catalog::transfer::tag_list_matches(&all, etag, true)
+        }
+    };
     // Weak comparison, as RFC 9110 §13.1.2 asks for If-None-Match.
-    if !if_none_match.is_empty()
-        && crate::catalog::transfer::tag_list_matches(&if_none_match, etag, true)
-    {
+    if matches {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
     }
     (

@@ -60,19 +60,28 @@ fn plan(
 }
 
 /// The configuration as the reference sees it after `readConfig`: phases sorted with the
-/// fake staging phase, URLs made absolute, empty values unset.
+/// fake staging phase, URLs made absolute, empty values unset. The phase order is derived
+/// once per configuration ([`EngineIndex`]); only the URLs depend on the request.
 pub struct SiteView<'a> {
     pub cfg: &'a SiteConfig,
     /// Phase ids in order.
-    pub phases: Vec<String>,
-    pub lastphase: Option<String>,
-    pub fakelastphase: Option<String>,
+    pub phases: &'a [String],
+    pub lastphase: Option<&'a str>,
+    pub fakelastphase: Option<&'a str>,
     pub fwstorage: String,
     pub base: String,
 }
 
-impl<'a> SiteView<'a> {
-    pub fn new(cfg: &'a SiteConfig, base: &str) -> SiteView<'a> {
+/// The phase order of a configuration (see [`SiteView`]).
+#[derive(Debug, Default)]
+struct PhaseOrder {
+    phases: Vec<String>,
+    lastphase: Option<String>,
+    fakelastphase: Option<String>,
+}
+
+impl PhaseOrder {
+    fn of(cfg: &SiteConfig) -> PhaseOrder {
         let mut phases: Vec<(i64, String)> = Vec::new();
         for p in &cfg.phases {
             // A later phase with the same seq replaces the earlier one (PHP array keyed by seq).
@@ -93,11 +102,22 @@ impl<'a> SiteView<'a> {
                 phases.insert(n - 1, (seq, f));
             }
         }
-        SiteView {
-            cfg,
+        PhaseOrder {
             phases: phases.into_iter().map(|(_, id)| id).collect(),
             lastphase,
             fakelastphase,
+        }
+    }
+}
+
+impl<'a> SiteView<'a> {
+    pub fn new(cfg: &'a SiteConfig, base: &str) -> SiteView<'a> {
+        let order = &cfg.engine_index.get_or_init(|| EngineIndex::of(cfg)).phases;
+        SiteView {
+            cfg,
+            phases: &order.phases,
+            lastphase: order.lastphase.as_deref(),
+            fakelastphase: order.fakelastphase.as_deref(),
             fwstorage: make_full_url(base, &cfg.fwstorage.url),
             base: base.to_string(),
         }
@@ -673,7 +693,7 @@ impl<'a> Run<'a> {
         self.queries(&classes, &envs);
 
         // Restricted times.
-        let staging = self.view.lastphase.as_deref() != Some(phase.as_str());
+        let staging = self.view.lastphase != Some(phase.as_str());
         if let Some(times) = self.times_cmd(staging) {
             self.line("");
             self.line("# Restricted times");
@@ -1208,6 +1228,8 @@ pub struct EngineIndex {
     noboot: Vec<String>,
     nofirm_joined: String,
     noboot_joined: String,
+    /// The phases in order, with the fake staging phase.
+    phases: PhaseOrder,
 }
 
 impl EngineIndex {
@@ -1230,6 +1252,7 @@ impl EngineIndex {
             noboot_joined: noboot.join(", "),
             nofirm,
             noboot,
+            phases: PhaseOrder::of(cfg),
         }
     }
 }
@@ -1324,8 +1347,8 @@ impl Candidates {
         for part in [
             scriptdir,
             phase,
-            view.fakelastphase.as_deref().unwrap_or("\u{1}"),
-            view.lastphase.as_deref().unwrap_or("\u{1}"),
+            view.fakelastphase.unwrap_or("\u{1}"),
+            view.lastphase.unwrap_or("\u{1}"),
         ] {
             key.push_str(part);
             key.push('\0');
@@ -1420,8 +1443,8 @@ pub fn candidate_scripts(
     envs: &[String],
     devicescript: &str,
 ) -> Vec<String> {
-    let phase = if view.fakelastphase.as_deref() == Some(phase) {
-        view.lastphase.clone().unwrap_or_default()
+    let phase = if view.fakelastphase == Some(phase) {
+        view.lastphase.unwrap_or_default().to_string()
     } else {
         phase.to_string()
     };

@@ -106,11 +106,13 @@ impl UpdateRequest {
 
     /// The base URL snippets and firmware paths are relative to (`dirname` of the script URL).
     pub fn base_url(&self) -> String {
-        let url = self.script_url();
-        match url.rfind('/') {
-            Some(i) if i > url.find("://").map(|p| p + 2).unwrap_or(0) => url[..i].to_string(),
-            _ => url,
+        let mut url = self.script_url();
+        if let Some(i) = url.rfind('/') {
+            if i > url.find("://").map(|p| p + 2).unwrap_or(0) {
+                url.truncate(i);
+            }
         }
+        url
     }
 
     /// `http(s)://HOST/PATH` as the reference builds it.

@@ -295,39 +295,39 @@ pub fn identify_option60(class: &str) -> Option<(&'static str, DeviceHint)> {
 /// `mac` query argument, else a MAC in the User-Agent. Only a hint for the inventory lookup;
 /// the vendor's identification decides.
 pub fn mac_hint(req: &DeviceRequest) -> Option<Mac> {
-    let in_name = hex_runs(req.file_name())
-        .into_iter()
-        .find_map(|h| Mac::parse(h).ok());
+    let in_name = hex_runs(req.file_name()).find_map(|h| Mac::parse(h).ok());
     in_name
         .or_else(|| req.query_arg("mac").and_then(|m| Mac::parse(m).ok()))
         .or_else(|| mac_in_text(&req.user_agent))
 }
 
-/// Runs of exactly 12 hex digits bounded by non-alphanumerics (or `_`, `-`, `.`).
-pub(crate) fn hex_runs(s: &str) -> Vec<&str> {
+/// Runs of exactly 12 hex digits bounded by non-alphanumerics (or `_`, `-`, `.`), in order
+/// (found as they are asked for: the first usually answers).
+pub(crate) fn hex_runs(s: &str) -> impl Iterator<Item = &str> {
     let b = s.as_bytes();
-    let mut out = Vec::new();
     let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_alphanumeric() {
-            let start = i;
-            while i < b.len() && b[i].is_ascii_alphanumeric() {
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            if b[i].is_ascii_alphanumeric() {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                let word = &s[start..i];
+                // `cfg000b82462d97`, `y000000000028`: a known prefix glued to the hex digits.
+                let word = word
+                    .strip_prefix("cfg")
+                    .or_else(|| word.strip_prefix("SEP"))
+                    .unwrap_or(word);
+                if word.len() == 12 && word.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    return Some(word);
+                }
+            } else {
                 i += 1;
             }
-            let word = &s[start..i];
-            // `cfg000b82462d97`, `y000000000028`: a known prefix glued to the hex digits.
-            let word = word
-                .strip_prefix("cfg")
-                .or_else(|| word.strip_prefix("SEP"))
-                .unwrap_or(word);
-            if word.len() == 12 && word.bytes().all(|c| c.is_ascii_hexdigit()) {
-                out.push(word);
-            }
-        } else {
-            i += 1;
         }
-    }
-    out
+        None
+    })
 }
 
 /// A MAC written in free text: colon-separated, or a bare 12-hex-digit word.
@@ -339,7 +339,7 @@ pub fn mac_in_text(text: &str) -> Option<Mac> {
             }
         }
     }
-    hex_runs(text).into_iter().find_map(|h| {
+    hex_runs(text).find_map(|h| {
         // A bare run of digits (a version, a build number) is not a MAC.
         if h.bytes().all(|c| c.is_ascii_digit()) && !h.starts_with("00") {
             return None;
@@ -628,6 +628,19 @@ pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_runs_are_found_in_order_with_their_prefixes_removed() {
+        let runs: Vec<&str> =
+            hex_runs("cfg000b82462d97-y000000000028.SEP001122334455/0015659abcdef.x").collect();
+        // `y000000000028` is 13 characters, `0015659abcdef` 13 hex digits: neither counts
+        assert_eq!(runs, ["000b82462d97", "001122334455"]);
+        assert_eq!(hex_runs("").count(), 0);
+        assert_eq!(
+            hex_runs("001565aabbcc").collect::<Vec<_>>(),
+            ["001565aabbcc"]
+        );
+    }
 
     fn req(path: &str, ua: &str) -> DeviceRequest {
         DeviceRequest {

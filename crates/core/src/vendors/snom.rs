@@ -156,7 +156,7 @@ impl Vendor for Snom {
         // Snom or the path says /snom/.
         let explicit = file.ends_with(".xml") || file.ends_with(".htm");
         if ours && explicit {
-            let mac = hex_runs(file).into_iter().find_map(|h| Mac::parse(h).ok());
+            let mac = hex_runs(file).find_map(|h| Mac::parse(h).ok());
             let kind = if mac.is_some() {
                 FileKind::Device
             } else {
