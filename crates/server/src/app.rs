@@ -92,10 +92,14 @@ impl AppState {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
         let inventory = crate::inventory::InventoryIndex::new(&store);
+        let scripts = crate::ports::ScriptCache::default();
+        let render_bytes = site.config.server.render_cache_mib.min(1 << 20) as usize * (1 << 20);
+        let renders =
+            crate::render_cache::RenderCache::with_budget(render_bytes).watched_by(scripts.clone());
         AppState {
             inner: Arc::new(Inner {
                 config_slots,
-                scripts: Default::default(),
+                scripts,
                 inventory,
                 site_dir: site.dir.clone(),
                 loaded: RwLock::new(Arc::new(Loaded {
@@ -111,7 +115,7 @@ impl AppState {
                 activity: Default::default(),
                 backup_lock: tokio::sync::Mutex::new(()),
                 vendor_templates: Default::default(),
-                renders: Default::default(),
+                renders,
                 identified: Default::default(),
             }),
         }

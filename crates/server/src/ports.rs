@@ -289,6 +289,66 @@ impl ScriptCache {
         }
     }
 
+    /// Whether inotify is available to this cache.
+    #[cfg(test)]
+    pub(crate) fn watching(&self) -> bool {
+        self.lock().watches.is_some()
+    }
+
+    /// The count of drains that found events so far (see [`CacheInner::generation`]): read
+    /// after [`Self::refresh`], it moves whenever something changed in a watched directory.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Make inotify vouch for the files `paths` in `site_dir` (existing or not): `Some` with
+    /// the generation once the directory of each (for a path whose directory does not exist,
+    /// its deepest existing ancestor, where creating it raises an event) is watched and each
+    /// existing one is a plain file with a single link. Any change to one of them after this
+    /// call moves the generation beyond the one returned: a caller that checks them (by
+    /// `stat`) afterwards may trust its check for as long as [`Self::generation`] (after a
+    /// refresh) still says the same. `None`: inotify cannot vouch for them (no inotify, a
+    /// path outside `site_dir`, a symbolic link, a file system it cannot watch...).
+    pub fn vouch(&self, site_dir: &Path, paths: &[&Path]) -> Option<u64> {
+        let generation = {
+            let mut inner = self.lock();
+            inner.watches.as_ref()?;
+            for path in paths {
+                let mut dir = path.parent()?;
+                // Its own directory: any change of a file in it. An ancestor standing in for
+                // a missing one: the names created in it (the site directory, say, which
+                // holds the database, whose writes must not count as changes).
+                let mut events = CONTENT_EVENTS;
+                loop {
+                    if !dir.starts_with(site_dir) {
+                        return None;
+                    }
+                    match std::fs::symlink_metadata(dir) {
+                        Ok(m) if m.is_dir() => break,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {
+                            dir = dir.parent()?;
+                            events = PATH_EVENTS;
+                        }
+                        _ => return None,
+                    }
+                }
+                if !inner.watch_for(site_dir, dir, events) {
+                    return None;
+                }
+            }
+            inner.generation
+        };
+        // Watched before looked at: a change after this look raises an event.
+        for path in paths {
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.is_file() && std::os::unix::fs::MetadataExt::nlink(&m) == 1 => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                _ => return None,
+            }
+        }
+        Some(generation)
+    }
+
     /// [`read_script`] through the cache, as of now (refreshes first; a request reading
     /// many files calls [`Self::refresh`] once and then [`Self::read_refreshed`]).
     pub fn read(&self, site: &Site, rel: &str) -> Option<ScriptFile> {
@@ -532,6 +592,12 @@ impl CacheInner {
     /// Make sure `dir` (in `site_dir`, or itself) and the directories leading to it are
     /// watched; `false` when inotify cannot vouch for it (see [`ScriptCache`]).
     fn watch(&mut self, site_dir: &Path, dir: &Path) -> bool {
+        self.watch_for(site_dir, dir, CONTENT_EVENTS)
+    }
+
+    /// [`Self::watch`] asking `last` of `dir` itself ([`PATH_EVENTS`] for a directory only
+    /// the creation of a name in it matters for).
+    fn watch_for(&mut self, site_dir: &Path, dir: &Path, last_events: u32) -> bool {
         let Some(w) = &mut self.watches else {
             return false;
         };
@@ -546,11 +612,7 @@ impl CacheInner {
         }
         let last = chain.len() - 1;
         for (i, p) in chain.into_iter().enumerate() {
-            let want = if i == last {
-                CONTENT_EVENTS
-            } else {
-                PATH_EVENTS
-            };
+            let want = if i == last { last_events } else { PATH_EVENTS };
             let have = match w.by_path.get(&p) {
                 Some((_, have)) if have & want == want => continue,
                 Some((_, have)) => *have,

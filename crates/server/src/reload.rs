@@ -247,6 +247,10 @@ pub fn restart_needed(old: &SiteConfig, new: &SiteConfig) -> Vec<String> {
         old.server.state_cache_mib != new.server.state_cache_mib,
     );
     cmp(
+        "[server] render_cache_mib",
+        old.server.render_cache_mib != new.server.render_cache_mib,
+    );
+    cmp(
         "[server] max_config_requests",
         old.server.max_config_requests != new.server.max_config_requests,
     );

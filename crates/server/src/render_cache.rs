@@ -6,7 +6,11 @@
 //! and the operator's template files. The cache key holds everything but the site and the
 //! templates; the cache belongs to one site snapshot (a reload starts an empty one), and each
 //! entry lists the template files it read with their identity (`mtime`, `ctime`, inode,
-//! size, or "missing"), which a hit checks again with one `stat` each. A file whose
+//! size, or "missing"), which a hit checks again with one `stat` each, unless the server's
+//! inotify watches vouch for them (the directories holding them watched before they were
+//! last checked, nothing changed in a watched directory since: the snippet cache's
+//! generation, drained at the start of the request, is the one recorded): then a hit costs
+//! no `stat` at all. A file whose
 //! timestamps are too fresh to vouch for its content (changed within [`RACY`]) makes the
 //! render uncacheable, as does a template error (the answer then depends on the "last good
 //! version" history). The body is stored with its entity tag, so a conditional request that
@@ -24,8 +28,10 @@ use autoprov_core::Site;
 
 /// Changes younger than this are not trusted to show in the timestamps.
 const RACY: Duration = Duration::from_millis(100);
+/// [`Entry::vouched`] of an entry inotify cannot vouch for.
+const NEVER_VOUCHED: u64 = u64::MAX;
 /// Default byte budget of a cache.
-pub const DEFAULT_BUDGET: usize = 32 << 20;
+pub const DEFAULT_BUDGET: usize = 64 << 20;
 
 /// What a template path looked like when it was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,8 @@ pub enum FileSig {
 impl FileSig {
     /// The signature of `path` now.
     pub fn of(path: &std::path::Path) -> FileSig {
+        #[cfg(test)]
+        tests::STATS.with(|c| c.set(c.get() + 1));
         match std::fs::metadata(path) {
             Ok(m) => {
                 let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
@@ -78,6 +86,9 @@ pub struct Entry {
     /// no copy).
     pub etag: axum::http::HeaderValue,
     deps: Vec<(PathBuf, FileSig)>,
+    /// The snippet cache's generation (plus one) at which inotify vouched for `deps` after
+    /// they were last checked; 0: never (see [`RenderCache::get`]).
+    vouched: std::sync::atomic::AtomicU64,
 }
 
 impl Entry {
@@ -95,6 +106,7 @@ impl Entry {
             etag: axum::http::HeaderValue::try_from(etag)
                 .unwrap_or_else(|_| axum::http::HeaderValue::from_static("\"\"")),
             deps,
+            vouched: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -111,6 +123,8 @@ struct Inner {
 pub struct RenderCache {
     inner: Arc<Mutex<Inner>>,
     budget: usize,
+    /// The server's snippet cache, whose inotify watches spare a hit its `stat`s.
+    watch: Option<crate::ports::ScriptCache>,
 }
 
 impl Default for RenderCache {
@@ -124,7 +138,15 @@ impl RenderCache {
         RenderCache {
             inner: Arc::default(),
             budget,
+            watch: None,
         }
+    }
+
+    /// Validate entries through the inotify watches of `scripts` where they can vouch (see
+    /// [`RenderCache::get`]).
+    pub fn watched_by(mut self, scripts: crate::ports::ScriptCache) -> RenderCache {
+        self.watch = Some(scripts);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -140,12 +162,42 @@ impl RenderCache {
             }
             inner.entries.get(key).map(|(e, _)| e.clone())?
         };
-        // Checked outside the lock: stats may take a moment.
+        if entry.deps.is_empty() {
+            return Some(entry);
+        }
+        // Vouched for by inotify since the last check, and nothing changed since in the
+        // watched directories (the queue drained first: a change completed before this
+        // request moved the generation): no `stat` at all.
+        let vouched = entry.vouched.load(std::sync::atomic::Ordering::Acquire);
+        let watch = self.watch.as_ref().filter(|_| vouched != NEVER_VOUCHED);
+        if let Some(w) = watch {
+            w.refresh();
+            if vouched != 0 && vouched == w.generation().wrapping_add(1) {
+                return Some(entry);
+            }
+        }
+        // Watched first, then checked (outside the lock: stats may take a moment).
+        let vouch = watch.map(|w| {
+            let paths: Vec<&std::path::Path> =
+                entry.deps.iter().map(|(p, _)| p.as_path()).collect();
+            w.vouch(&site.dir, &paths)
+        });
         if entry
             .deps
             .iter()
             .all(|(path, sig)| *sig != FileSig::Unknown && FileSig::of(path) == *sig)
         {
+            let mark = match vouch {
+                Some(Some(generation)) => Some(generation.wrapping_add(1)),
+                // not to be asked again for this entry: `stat`s only, as without inotify
+                Some(None) => Some(NEVER_VOUCHED),
+                None => None,
+            };
+            if let Some(mark) = mark {
+                entry
+                    .vouched
+                    .store(mark, std::sync::atomic::Ordering::Release);
+            }
             Some(entry)
         } else {
             let mut inner = self.lock();
@@ -213,6 +265,94 @@ impl RenderCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// `FileSig::of` calls on this thread.
+        pub(super) static STATS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn stats() -> u64 {
+        STATS.with(|c| c.get())
+    }
+
+    #[test]
+    fn watched_entries_are_checked_without_stat_until_a_watched_directory_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let s = site(t.path());
+        let dir = t.path().join("templates/yealink");
+        std::fs::create_dir_all(&dir).unwrap();
+        let tpl = dir.join("common.cfg");
+        std::fs::write(&tpl, "a").unwrap();
+        std::fs::write(t.path().join("autoprov.db"), "x").unwrap();
+        // a missing file in an existing directory, and one whose directory is missing too
+        let missing = dir.join("001565aabbcc.cfg");
+        let deeper = t.path().join("templates/other/x.cfg");
+        let scripts = crate::ports::ScriptCache::default();
+        if !scripts.watching() {
+            eprintln!("no inotify here: skipped");
+            return;
+        }
+        let cache = RenderCache::default().watched_by(scripts);
+        let put = || {
+            std::thread::sleep(RACY * 2);
+            let deps = [&tpl, &missing, &deeper]
+                .iter()
+                .map(|p| (p.to_path_buf(), FileSig::of(p)))
+                .collect();
+            let e = Entry::new(b"body".to_vec(), "text/plain", "\"e\"".into(), deps);
+            cache.put(&s, "k".into(), e, true);
+        };
+        let vouched = || {
+            let before = stats();
+            let hit = cache.get(&s, "k").is_some();
+            hit && stats() == before
+        };
+        put();
+        assert!(
+            cache.get(&s, "k").is_some(),
+            "checked by stat, then vouched for"
+        );
+        assert!(vouched(), "a hit without any stat");
+        assert!(vouched());
+        // the database next to the templates is written all the time: no change for them
+        std::fs::write(t.path().join("autoprov.db"), "y").unwrap();
+        assert!(
+            vouched(),
+            "a write in the site directory is not a template change"
+        );
+        // a template rewritten in place, of the same size, at once
+        std::fs::write(&tpl, "b").unwrap();
+        assert!(
+            cache.get(&s, "k").is_none(),
+            "a changed template is seen at once"
+        );
+        put();
+        assert!(cache.get(&s, "k").is_some());
+        assert!(vouched());
+        std::fs::write(&missing, "m").unwrap();
+        assert!(
+            cache.get(&s, "k").is_none(),
+            "a created override is seen at once"
+        );
+        std::fs::remove_file(&missing).unwrap();
+        put();
+        assert!(cache.get(&s, "k").is_some());
+        assert!(vouched());
+        std::fs::create_dir_all(deeper.parent().unwrap()).unwrap();
+        std::fs::write(&deeper, "d").unwrap();
+        assert!(
+            cache.get(&s, "k").is_none(),
+            "a file created with its directory is seen at once"
+        );
+        // a symbolic link cannot be vouched for: stat on every hit
+        std::fs::remove_file(&deeper).unwrap();
+        std::os::unix::fs::symlink(&tpl, &deeper).unwrap();
+        put();
+        assert!(cache.get(&s, "k").is_some());
+        let before = stats();
+        assert!(cache.get(&s, "k").is_some());
+        assert_eq!(stats() - before, 3, "each dependency checked");
+    }
 
     fn site(dir: &std::path::Path) -> Arc<Site> {
         Arc::new(Site {
