@@ -89,6 +89,9 @@ struct Shared {
     /// the lookups of other requests do not wait for it. A refresh that finds nothing
     /// still waits for one running alongside, which may hold events queued before it.
     drain: std::sync::Mutex<Box<[u8]>>,
+    /// [`CacheInner::generation`], readable without the cache's lock (stored by
+    /// [`ScriptCache::refresh`] under it).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 struct CacheInner {
@@ -239,6 +242,7 @@ impl ScriptCache {
             // kept, so that the drain every request does (which nearly always reads
             // nothing) does not clear a fresh buffer each time
             drain: std::sync::Mutex::new(vec![0; 4096].into_boxed_slice()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             inner: std::sync::Mutex::new(CacheInner {
                 dirs: HashMap::new(),
                 files: HashMap::new(),
@@ -285,7 +289,11 @@ impl ScriptCache {
             }
         };
         if failed || !events.is_empty() {
-            self.lock().apply(events, failed);
+            let mut inner = self.lock();
+            inner.apply(events, failed);
+            self.0
+                .generation
+                .store(inner.generation, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -298,7 +306,7 @@ impl ScriptCache {
     /// The count of drains that found events so far (see [`CacheInner::generation`]): read
     /// after [`Self::refresh`], it moves whenever something changed in a watched directory.
     pub fn generation(&self) -> u64 {
-        self.lock().generation
+        self.0.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Make inotify vouch for the files `paths` in `site_dir` (existing or not): `Some` with
