@@ -394,6 +394,9 @@ pub struct Inventory {
     garbage: usize,
     values: Interner,
     version: u64,
+    /// While [`Inventory::track_removals`] is on: the serials removed since, with the
+    /// version of their removal (for [`Inventory::upsert_unless_changed_since`]).
+    removed: Option<HashMap<Box<str>, u64>>,
     /// Pages ending at or before this row are kept in one pass rather than selected from
     /// all matching rows.
     shallow_rows: usize,
@@ -440,6 +443,7 @@ impl Inventory {
             garbage: 0,
             values: Interner::default(),
             version: 0,
+            removed: None,
             shallow_rows: 50_000,
         }
     }
@@ -569,7 +573,49 @@ impl Inventory {
         self.text[i] = Box::from("");
         self.live.clear(i);
         self.free.push(slot);
+        if let Some(removed) = &mut self.removed {
+            removed.insert(sn.into(), self.version);
+        }
         self.maybe_compact();
+        true
+    }
+
+    /// Remember removals from now on (until [`Inventory::end_tracking_removals`]; those
+    /// remembered before are forgotten), so that [`Inventory::upsert_unless_changed_since`]
+    /// knows a device removed after a given version; returns the current version. For one
+    /// reader of the store at a time that may hand back rows read before a change this index
+    /// has already seen.
+    pub fn track_removals(&mut self) -> u64 {
+        self.removed = Some(HashMap::new());
+        self.version
+    }
+
+    /// Stop remembering removals (and forget those remembered).
+    pub fn end_tracking_removals(&mut self) {
+        self.removed = None;
+    }
+
+    /// Whether `sn` changed (was added, replaced, touched or removed) after `version`.
+    /// Removals count only while they are tracked ([`Inventory::track_removals`]).
+    pub fn changed_since(&self, sn: &str, version: u64) -> bool {
+        match self.by_sn.get(sn) {
+            Some(&slot) => self.stamp[slot as usize] > version,
+            None => self
+                .removed
+                .as_ref()
+                .and_then(|r| r.get(sn))
+                .is_some_and(|&v| v > version),
+        }
+    }
+
+    /// [`Inventory::upsert_summary`] unless the device changed after `version` (a version
+    /// taken, with removals tracked, before `s` was read from the store): a row read before
+    /// a newer change must not overtake it. Returns whether `s` was applied.
+    pub fn upsert_unless_changed_since(&mut self, s: DeviceSummary, version: u64) -> bool {
+        if self.changed_since(&s.sn, version) {
+            return false;
+        }
+        self.upsert_summary(s);
         true
     }
 
@@ -1380,5 +1426,52 @@ mod tests {
         assert!(inv.is_empty());
         assert_eq!(inv.count("", 0, 0), 0);
         assert!(inv.values.ids.is_empty(), "interned values are released");
+    }
+
+    /// A row read from the store before a change the index has seen does not overtake it:
+    /// not a newer save, not a touch, not a removal (while removals are tracked).
+    #[test]
+    fn rows_read_before_a_change_do_not_overtake_it() {
+        let mut inv = Inventory::new();
+        let mut a = DeviceState::new("00-90-33-00-00-01", 100);
+        a.device.ip = Some("10.0.0.1".into());
+        let b = DeviceState::new("00-90-33-00-00-02", 100);
+        let c = DeviceState::new("00-90-33-00-00-03", 100);
+        let fresh = DeviceState::new("00-90-33-00-00-04", 100);
+        for d in [&a, &b, &c] {
+            inv.upsert(d);
+        }
+        let before = inv.track_removals();
+        // Rows as a reader saw them at `before`.
+        let (old_a, old_b, old_c) = (
+            DeviceSummary::from_state(&a),
+            DeviceSummary::from_state(&b),
+            DeviceSummary::from_state(&c),
+        );
+        // Meanwhile: a saved anew, b touched, c removed.
+        a.device.ip = Some("10.0.0.2".into());
+        inv.upsert(&a);
+        assert!(inv.touch(&b.sn, 200));
+        assert!(inv.remove(&c.sn));
+        assert!(!inv.upsert_unless_changed_since(old_a, before));
+        assert!(!inv.upsert_unless_changed_since(old_b, before));
+        assert!(!inv.upsert_unless_changed_since(old_c, before));
+        assert_eq!(inv.get(&a.sn).unwrap().ip.as_deref(), Some("10.0.0.2"));
+        assert_eq!(inv.get(&b.sn).unwrap().seen, 200);
+        assert!(!inv.contains(&c.sn));
+        // Unchanged or unknown devices are applied.
+        let mut newer_fresh = DeviceSummary::from_state(&fresh);
+        newer_fresh.ip = Some("10.9.9.9".into());
+        assert!(inv.upsert_unless_changed_since(newer_fresh, before));
+        assert_eq!(inv.count("10.9.9.9", 0, 0), 1);
+        // A row read after the changes applies again.
+        let after = inv.version();
+        let mut later_a = DeviceSummary::from_state(&a);
+        later_a.ip = Some("10.0.0.3".into());
+        assert!(inv.upsert_unless_changed_since(later_a, after));
+        assert_eq!(inv.get(&a.sn).unwrap().ip.as_deref(), Some("10.0.0.3"));
+        // Untracked, a removal is forgotten: the device is simply unknown.
+        inv.end_tracking_removals();
+        assert!(!inv.changed_since(&c.sn, before));
     }
 }

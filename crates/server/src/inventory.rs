@@ -19,6 +19,9 @@
 //!   the task does both; without such writes it reads nothing (after a boot storm, reading
 //!   every device seen in the last minute, every minute, was most of an idle server's work).
 //!   A store that cannot notice them is read every [`RECONCILE_EVERY`], as before.
+//!   A row a refresh reads loses to any change of its device that reached the index after
+//!   the refresh began (see [`refresh_from`]): a row read just before this process saved a
+//!   newer state of the device does not overtake that state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -40,6 +43,9 @@ const MAX_PENDING: usize = 1_000_000;
 /// One change reported by the store.
 enum Change {
     Saved(Box<DeviceSummary>),
+    /// A row read from the store by a refresh that began at the given index version: it
+    /// loses to any change of the device the index saw since (see [`refresh_from`]).
+    Refreshed(Box<DeviceSummary>, u64),
     Deleted(String),
     Expired(i64),
     Touched(String, i64),
@@ -88,6 +94,9 @@ impl Shared {
         for c in changes {
             match c {
                 Change::Saved(s) => inv.upsert_summary(*s),
+                Change::Refreshed(s, since) => {
+                    inv.upsert_unless_changed_since(*s, since);
+                }
                 Change::Deleted(sn) => {
                     inv.remove(&sn);
                 }
@@ -271,10 +280,48 @@ async fn load(store: &Store) -> autoprov_store::Result<Option<Inventory>> {
 
 /// Queue the devices seen since `since` as changes of the index, a page at a time (after a
 /// boot storm that is every device). `Ok(false)` when the index is gone.
+///
+/// A row read here may be older than a change this process made meanwhile (a poll saved
+/// while the page was read: the write-behind's newer state reaches the index through the
+/// observer first). So the index version is taken before reading, removals are tracked
+/// while the refresh runs, and a row whose device changed after that version is dropped;
+/// the next refresh reads it again if it is really newer (another replica's write).
 async fn refresh_from(
     store: &Store,
     weak: &Weak<Shared>,
     since: i64,
+) -> autoprov_store::Result<bool> {
+    let Some(shared) = weak.upgrade() else {
+        return Ok(false);
+    };
+    // The index lock may wait for a running query: off the async workers.
+    let Ok(before) = tokio::task::spawn_blocking(move || {
+        let mut inv = shared.write();
+        shared.drain(&mut inv);
+        inv.track_removals()
+    })
+    .await
+    else {
+        return Ok(false);
+    };
+    let read = refresh_pages(store, weak, since, before).await;
+    if let Some(shared) = weak.upgrade() {
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut inv = shared.write();
+            shared.drain(&mut inv);
+            inv.end_tracking_removals();
+        })
+        .await;
+    }
+    read
+}
+
+/// The pages of [`refresh_from`], queued as [`Change::Refreshed`] against `before`.
+async fn refresh_pages(
+    store: &Store,
+    weak: &Weak<Shared>,
+    since: i64,
+    before: u64,
 ) -> autoprov_store::Result<bool> {
     let mut after: Option<String> = None;
     loop {
@@ -293,7 +340,7 @@ async fn refresh_from(
             .changes
             .extend(
                 page.iter()
-                    .map(|d| Change::Saved(Box::new(DeviceSummary::from_state(d)))),
+                    .map(|d| Change::Refreshed(Box::new(DeviceSummary::from_state(d)), before)),
             );
         drop(page);
         if let Ok(mut inv) = shared.inv.try_write() {
@@ -467,6 +514,45 @@ mod tests {
         assert_eq!(index.query(q("")).await.unwrap().total, 1);
         store.expire(1000).await.unwrap();
         assert_eq!(index.query(q("")).await.unwrap().total, 0);
+    }
+
+    /// A row a refresh read before this process saved the device anew (or forgot it) does
+    /// not overtake the newer change in the index.
+    #[tokio::test]
+    async fn a_refreshed_row_loses_to_a_newer_local_change() {
+        let store = Store::open_memory().await.unwrap();
+        let mut d = DeviceState::new("00-90-33-00-00-01", 100);
+        d.device.ip = Some("172.16.0.1".into());
+        let gone = DeviceState::new("00-90-33-00-00-02", 100);
+        store.save_all(&[&d, &gone]).await.unwrap();
+        let index = InventoryIndex::new(&store);
+        loaded(&index).await;
+        let shared = index.shared.clone();
+        let before = shared.write().track_removals();
+        // What a refresh read at `before`.
+        let rows = store.list_shallow_since_page(0, None, 10).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        // Meanwhile this process saves one device anew and forgets the other.
+        d.device.ip = Some("172.16.0.2".into());
+        store.save(&d).await.unwrap();
+        assert!(store.delete(&gone.sn).await.unwrap());
+        for r in &rows {
+            shared.push(Change::Refreshed(
+                Box::new(DeviceSummary::from_state(r)),
+                before,
+            ));
+        }
+        let page = index.query(q("")).await.unwrap();
+        assert_eq!(page.total, 1, "the forgotten device stays forgotten");
+        assert_eq!(page.rows[0].ip.as_deref(), Some("172.16.0.2"));
+        // A row read after the change applies.
+        let before = shared.write().track_removals();
+        let mut other = DeviceSummary::from_state(&d);
+        other.ip = Some("172.16.0.3".into());
+        shared.push(Change::Refreshed(Box::new(other), before));
+        let page = index.query(q("")).await.unwrap();
+        assert_eq!(page.rows[0].ip.as_deref(), Some("172.16.0.3"));
+        shared.write().end_tracking_removals();
     }
 
     /// On SQLite, another process's changes (the CLI next to the server: a device saved, one
