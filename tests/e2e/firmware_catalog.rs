@@ -504,6 +504,13 @@ async fn downloads_are_bounded_and_configuration_is_still_served() {
     .expect("the update script is not starved by firmware");
     assert_eq!(status, 200);
     assert!(!body.is_empty());
+    // an operator sees the budget taken and the refusal
+    let text = crate::helpers::metrics(&app).await;
+    let sample = |series: &str| crate::helpers::sample(&text, series);
+    assert_eq!(sample(r#"autoprov_budget_in_use{budget="firmware"}"#), 1.0);
+    assert_eq!(sample(r#"autoprov_budget_slots{budget="firmware"}"#), 1.0);
+    assert_eq!(sample(r#"autoprov_refused_total{budget="firmware"}"#), 1.0);
+    assert_eq!(sample(r#"autoprov_budget_in_use{budget="config"}"#), 0.0);
 
     // the slot comes back when the first client goes away
     drop(first);

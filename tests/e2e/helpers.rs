@@ -407,3 +407,36 @@ pub async fn assert_answers_like_reference(app: &TestApp) {
         .await;
     assert_like_golden(&a4, "a4-check-good.txt", app.addr, host);
 }
+
+/// `GET /metrics` with an API token.
+pub async fn metrics(app: &TestApp) -> String {
+    autoprov_server::admin::auth::set_password(&app.store, "admin", "metrics password")
+        .await
+        .unwrap();
+    let token = autoprov_server::admin::auth::create_token(&app.store, "admin", "prometheus")
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    r.text().await.unwrap()
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text, which must be there once.
+pub fn sample(text: &str, series: &str) -> f64 {
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .collect();
+    assert_eq!(values.len(), 1, "{series} in:\n{text}");
+    values[0]
+}

@@ -65,6 +65,125 @@ hook_timeout = 10
         assert_eq!(t.await.unwrap().0, 200);
     }
     assert_eq!(app.get(&format!("/update.php?{DEV}")).await.0, 200);
+
+    // An operator sees the refusals in /metrics (which wants a token or a session).
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let text = metrics(&app).await;
+    assert_eq!(
+        sample(&text, r#"autoprov_refused_total{budget="config"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, r#"autoprov_refused_total{budget="firmware"}"#),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"autoprov_requests_total{route="update",status="2xx"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"autoprov_requests_total{route="update",status="5xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"autoprov_requests_total{route="vendor",status="5xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"autoprov_budget_slots{budget="config"}"#),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, r#"autoprov_budget_in_use{budget="config"}"#),
+        0.0
+    );
+}
+
+/// /metrics follows the write-behind and the state cache: polls are written in batches,
+/// repeated polls of a device are answered from memory, and a device never seen before
+/// costs the database nothing once the serials are known.
+#[tokio::test]
+async fn metrics_show_the_write_behind_and_the_caches() {
+    let app = TestApp::spawn(SCENARIO_A, scenario_a_scripts).await;
+    for round in 0..3 {
+        for i in 0..4 {
+            let q = format!(
+                "/update.php?type=IP232&sn=00-90-33-31-00-0{i}&hwid=IP232-31-00-0{i}&ip=10.0.1.{i}"
+            );
+            assert_eq!(app.get(&q).await.0, 200, "round {round}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // a vendor file twice: rendered once, then from the render cache
+    let snom = "Mozilla/4.0 (compatible; snomD785-SIP 10.1.33.33 2010.12-00004-g9ba52f5 000413922D24 SXM:0 UXM:0)";
+    for _ in 0..2 {
+        let r = app
+            .client
+            .get(app.url("/snomD785.htm"))
+            .header("user-agent", snom)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let text = metrics(&app).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"autoprov_requests_total{route="update",status="2xx"}"#
+        ),
+        12.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"autoprov_requests_total{route="vendor",status="2xx"}"#
+        ),
+        2.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"autoprov_render_cache_lookups_total{result="hit"}"#
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"autoprov_render_cache_lookups_total{result="miss"}"#
+        ) >= 1.0
+    );
+    assert!(sample(&text, "autoprov_resident_memory_bytes") > 0.0);
+    assert!(text.contains("autoprov_build_info{version=\""));
+    if autoprov_store::is_postgres_url(&app.db) {
+        // No write-behind on a shared database: every save is written at once.
+        assert!(!text.contains("autoprov_state_batches_total"));
+        return;
+    }
+    assert!(sample(&text, "autoprov_state_batches_total") >= 1.0);
+    // each poll saved its device; the batches coalesce a device's saves within a window
+    let written = sample(&text, "autoprov_state_writes_total");
+    assert!((4.0..=12.0).contains(&written), "{written}");
+    assert_eq!(sample(&text, "autoprov_state_batch_failures_total"), 0.0);
+    // rounds 2 and 3 found every device in memory
+    assert!(
+        sample(
+            &text,
+            r#"autoprov_state_cache_lookups_total{result="memory"}"#
+        ) >= 8.0
+    );
+    assert!(sample(&text, "autoprov_state_cache_entries") >= 4.0);
 }
 
 /// One HTTP/1.1 request on a raw connection; the status line's code, the head and whether
@@ -190,6 +309,21 @@ config_retry_after = 7
     // With places free again, new connections are served.
     let mut c = connect().await.unwrap();
     assert_eq!(raw_request(&mut c, "/healthz", true).await.unwrap().0, 200);
+    drop(c);
+    drop(held);
+
+    // /metrics counted the one refused request and shows the budget.
+    let text = metrics(&app).await;
+    assert_eq!(
+        sample(&text, r#"autoprov_refused_total{budget="connections"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"autoprov_budget_slots{budget="connections"}"#),
+        4.0
+    );
+    let open = sample(&text, r#"autoprov_budget_in_use{budget="connections"}"#);
+    assert!((1.0..=4.0).contains(&open), "{open}");
 }
 
 #[tokio::test]

@@ -72,6 +72,10 @@ struct Inner {
     identified: crate::identify_memo::IdentifyMemo,
     /// The configuration requests budget (`[server] max_config_requests`).
     config_slots: Arc<tokio::sync::Semaphore>,
+    /// Its size.
+    config_slots_max: usize,
+    /// Counters of the request path (see [`crate::metrics`]).
+    metrics: crate::metrics::Metrics,
     /// Snippet files as last read (see [`crate::ports::ScriptCache`]).
     scripts: crate::ports::ScriptCache,
     /// The device list's in-memory index, following the store's changes.
@@ -87,10 +91,9 @@ impl AppState {
             );
             Firmware::empty(&site)
         });
-        let config_slots = Arc::new(tokio::sync::Semaphore::new(
-            (site.config.server.max_config_requests.max(1) as usize)
-                .min(tokio::sync::Semaphore::MAX_PERMITS),
-        ));
+        let config_slots_max = (site.config.server.max_config_requests.max(1) as usize)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let config_slots = Arc::new(tokio::sync::Semaphore::new(config_slots_max));
         let inventory = crate::inventory::InventoryIndex::new(&store);
         let scripts = crate::ports::ScriptCache::default();
         let render_bytes = site.config.server.render_cache_mib.min(1 << 20) as usize * (1 << 20);
@@ -99,6 +102,8 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 config_slots,
+                config_slots_max,
+                metrics: Default::default(),
                 scripts,
                 inventory,
                 site_dir: site.dir.clone(),
@@ -237,6 +242,20 @@ impl AppState {
             self.inner.master.clone(),
         )
         .with_script_cache(self.inner.scripts.clone())
+    }
+
+    /// The counters of the request path.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Slots of the configuration budget taken now, and its size.
+    pub fn config_budget(&self) -> (usize, usize) {
+        let max = self.inner.config_slots_max;
+        (
+            max.saturating_sub(self.inner.config_slots.available_permits()),
+            max,
+        )
     }
 
     /// A slot of the configuration budget, or `None` when `[server] max_config_requests`

@@ -98,6 +98,8 @@ pub struct Firmware {
     catalog: Arc<FirmwareCatalog>,
     dir: PathBuf,
     slots: Arc<Semaphore>,
+    /// The size of `slots`.
+    slots_max: usize,
     retry_after: u64,
     flag_after: u32,
     /// Reports this process checked recently: device key → (fingerprint of what was
@@ -140,6 +142,7 @@ impl Firmware {
             catalog: Arc::new(FirmwareCatalog::new(manifest, &c.targets)),
             dir,
             slots: Arc::new(Semaphore::new(c.max_downloads.max(1) as usize)),
+            slots_max: c.max_downloads.max(1) as usize,
             retry_after: c.retry_after.max(1),
             flag_after: c.flag_after,
             reported: Default::default(),
@@ -156,8 +159,18 @@ impl Firmware {
     ) -> Firmware {
         if old_cfg.max_downloads.max(1) == new_cfg.max_downloads.max(1) {
             self.slots = old.slots.clone();
+            self.slots_max = old.slots_max;
         }
         self
+    }
+
+    /// Download slots taken now, and how many there are.
+    pub fn download_budget(&self) -> (usize, usize) {
+        (
+            self.slots_max
+                .saturating_sub(self.slots.available_permits()),
+            self.slots_max,
+        )
     }
 
     /// A download slot (`[firmware] max_downloads`, shared by catalogue images and `/fw/`
@@ -486,7 +499,10 @@ pub async fn serve(app: AppState, rest: String, req: Request, device: Option<Str
 
     let permit = match fw.download_slot(parts.uri.path()) {
         Ok(p) => p,
-        Err(busy) => return *busy,
+        Err(busy) => {
+            app.metrics().refused(crate::metrics::Budget::Firmware);
+            return *busy;
+        }
     };
     let file = match open_checked(&path, image.size).await {
         Ok(f) => f,

@@ -103,7 +103,10 @@ pub async fn serve(app: AppState, rest: String, req: Request) -> Response {
     }
     let permit = match app.firmware().download_slot(parts.uri.path()) {
         Ok(p) => p,
-        Err(busy) => return *busy,
+        Err(busy) => {
+            app.metrics().refused(crate::metrics::Budget::Firmware);
+            return *busy;
+        }
     };
     let tls = parts
         .extensions

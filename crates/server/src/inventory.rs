@@ -222,6 +222,20 @@ impl InventoryIndex {
         tokio::spawn(maintain(weak, store, self.every));
     }
 
+    /// How many devices the index holds; `None` while it is still loading.
+    pub fn devices(&self) -> Option<usize> {
+        if !self.is_loaded() {
+            return None;
+        }
+        Some(
+            self.shared
+                .inv
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+        )
+    }
+
     /// Filter, count, sort and page; `None` while the index is still loading.
     pub async fn query(&self, q: IndexQuery) -> Option<InventoryPage> {
         self.start();

@@ -43,6 +43,7 @@ pub mod inventory;
 pub mod listen;
 pub mod master;
 pub mod mdns;
+pub mod metrics;
 pub mod pki;
 pub mod ports;
 pub mod reload;
@@ -107,6 +108,9 @@ pub fn router(state: AppState) -> Router {
 pub(crate) async fn serve_request(app: &AppState, router: &Router, req: Request) -> Response {
     use tower::ServiceExt;
     let path = req.uri().path();
+    if path == "/metrics" {
+        return metrics::handle(app.clone(), req.headers()).await;
+    }
     if path == "/healthz" || path.starts_with("/admin") || path.starts_with("/api") {
         return router
             .clone()
@@ -135,24 +139,44 @@ pub(crate) async fn serve_request(app: &AppState, router: &Router, req: Request)
 /// Each route's future is boxed: the layers around this handler move its future by value
 /// several times per request, and unboxed it is as large as the largest route's state.
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
+    use metrics::{Budget, Route};
     app.note_request();
     let path = req.uri().path().to_string();
-    if update::is_update_path(&path, &app.site().config.server.clean_path) {
-        let Some(_slot) = app.try_config_slot() else {
-            return overloaded(app.site().config.server.config_retry_after);
-        };
-        return Box::pin(update::handle(app, req)).await;
-    }
-    if let Some(rest) = catalog::catalog_rest(&path) {
-        return Box::pin(catalog::serve(app, rest.to_string(), req, None)).await;
-    }
-    if let Some(rest) = fw::firmware_rest(&path) {
-        return Box::pin(fw::serve(app, rest.to_string(), req)).await;
-    }
-    let Some(_slot) = app.try_config_slot() else {
-        return overloaded(app.site().config.server.config_retry_after);
+    let (route, resp) = if update::is_update_path(&path, &app.site().config.server.clean_path) {
+        match app.try_config_slot() {
+            Some(_slot) => (
+                Route::Update,
+                Box::pin(update::handle(app.clone(), req)).await,
+            ),
+            None => {
+                app.metrics().refused(Budget::Config);
+                let retry = app.site().config.server.config_retry_after;
+                (Route::Update, overloaded(retry))
+            }
+        }
+    } else if let Some(rest) = catalog::catalog_rest(&path) {
+        let resp = Box::pin(catalog::serve(app.clone(), rest.to_string(), req, None)).await;
+        (Route::Catalog, resp)
+    } else if let Some(rest) = fw::firmware_rest(&path) {
+        (
+            Route::Fw,
+            Box::pin(fw::serve(app.clone(), rest.to_string(), req)).await,
+        )
+    } else {
+        match app.try_config_slot() {
+            Some(_slot) => (
+                Route::Vendor,
+                Box::pin(vendors::handle(app.clone(), req)).await,
+            ),
+            None => {
+                app.metrics().refused(Budget::Config);
+                let retry = app.site().config.server.config_retry_after;
+                (Route::Vendor, overloaded(retry))
+            }
+        }
     };
-    Box::pin(vendors::handle(app, req)).await
+    app.metrics().answered(route, resp.status());
+    resp
 }
 
 /// 503 with `Retry-After`: the configuration budget is spent. Answered at once, with

@@ -173,6 +173,7 @@ impl Bound {
             overflow = budget.max_refusing,
             "connection budget"
         );
+        state.metrics().watch_connections(&budget);
         let router = crate::router(state.clone());
         let servers = self.listeners.into_iter().map(|(listener, local, kind)| {
             let ctx = Arc::new(ListenerCtx {
@@ -534,6 +535,9 @@ async fn http<I>(
         let ctx = ctx.clone();
         async move {
             if refuse {
+                ctx.state
+                    .metrics()
+                    .refused(crate::metrics::Budget::Connections);
                 return Ok::<_, Infallible>(crate::overloaded(retry_after));
             }
             let req = req.map(axum::body::Body::new);

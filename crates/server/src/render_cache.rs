@@ -125,6 +125,8 @@ pub struct RenderCache {
     budget: usize,
     /// The server's snippet cache, whose inotify watches spare a hit its `stat`s.
     watch: Option<crate::ports::ScriptCache>,
+    /// Lookups answered from the cache, and not (see [`RenderCache::lookups`]).
+    counts: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 impl Default for RenderCache {
@@ -139,6 +141,7 @@ impl RenderCache {
             inner: Arc::default(),
             budget,
             watch: None,
+            counts: Arc::default(),
         }
     }
 
@@ -155,6 +158,19 @@ impl RenderCache {
 
     /// The entry for `key` rendered for `site`, if its template files are unchanged.
     pub fn get(&self, site: &Arc<Site>, key: &str) -> Option<Arc<Entry>> {
+        let found = self.lookup(site, key);
+        self.counts[usize::from(found.is_none())]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
+    }
+
+    /// Lookups so far: (hits, misses).
+    pub fn lookups(&self) -> (u64, u64) {
+        let load = |i: usize| self.counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        (load(0), load(1))
+    }
+
+    fn lookup(&self, site: &Arc<Site>, key: &str) -> Option<Arc<Entry>> {
         let entry = {
             let inner = self.lock();
             if !inner.site.as_ref().is_some_and(|s| Arc::ptr_eq(s, site)) {

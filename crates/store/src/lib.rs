@@ -51,6 +51,7 @@ pub use firmware::FirmwareReport;
 pub use lock::DeviceLock;
 pub use sessions::AdminSession;
 pub use users::AdminUser;
+pub use writebehind::WriteBehindStats;
 
 /// Which database engine a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,6 +71,28 @@ pub(crate) struct WriteBehind {
     present_reading: std::sync::atomic::AtomicBool,
     present_began: Mutex<Option<std::time::Instant>>,
     stop: tokio::sync::Notify,
+    /// Batches that wrote states, states written, failed batches, microseconds spent
+    /// writing (see [`WriteBehindStats`]).
+    batches: [AtomicU64; 4],
+}
+
+/// What the write-behind did so far (for an operator's metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBehindStats {
+    /// Batches that wrote at least one state.
+    pub batches: u64,
+    /// States written.
+    pub written: u64,
+    /// Batches that failed (their states stay queued and are retried).
+    pub failures: u64,
+    /// Time spent writing batches.
+    pub busy: Duration,
+    /// Loads answered from memory (a queued state or a clean copy).
+    pub hits: u64,
+    /// Loads of devices known to be new (answered without a statement).
+    pub absent: u64,
+    /// Loads left to the database.
+    pub misses: u64,
 }
 
 /// How long after a reading of [`Present`] began another may begin (another process that
@@ -97,6 +119,8 @@ pub(crate) struct Queues {
     present: Present,
     /// The change signal's value when last compared (see [`WriteBehind::notice_others`]).
     signal_seen: u64,
+    /// Loads answered from memory, as absent, and left to the database (for metrics).
+    loads: [u64; 3],
 }
 
 /// Fingerprints of the serials the database holds, so that a load of a device never seen
@@ -296,6 +320,7 @@ impl WriteBehind {
             foreign: AtomicU64::new(0),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             stop: tokio::sync::Notify::new(),
+            batches: Default::default(),
         }
     }
 
@@ -392,14 +417,19 @@ impl WriteBehind {
         let mut q = self.lock();
         self.notice_others(&mut q);
         if let Some(d) = q.dirty.get(sn) {
-            return Taken::Held(d.state.clone());
+            let state = d.state.clone();
+            q.loads[0] += 1;
+            return Taken::Held(state);
         }
         if let Some(state) = q.remove_clean(sn) {
+            q.loads[0] += 1;
             return Taken::Held(state);
         }
         if q.present.trusted && !q.present.hashes.contains(&sn_hash(sn)) {
+            q.loads[1] += 1;
             return Taken::Absent;
         }
+        q.loads[2] += 1;
         Taken::Ask
     }
 
@@ -657,7 +687,38 @@ impl Store {
 
     pub(crate) async fn flush_with(&self, wb: &WriteBehind) -> Result<usize> {
         let _guard = wb.flush_lock.lock().await;
-        self.write_queued(wb).await
+        let started = std::time::Instant::now();
+        let done = self.write_queued(wb).await;
+        let counted = match &done {
+            Ok(0) => None,
+            Ok(n) => Some((0, *n as u64)),
+            Err(_) => Some((2, 1)),
+        };
+        if let Some((i, n)) = counted {
+            wb.batches[i].fetch_add(1, Ordering::Relaxed);
+            if i == 0 {
+                wb.batches[1].fetch_add(n, Ordering::Relaxed);
+            }
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            wb.batches[3].fetch_add(micros, Ordering::Relaxed);
+        }
+        done
+    }
+
+    /// What the write-behind did so far; `None` without write-behind.
+    pub fn write_behind_stats(&self) -> Option<WriteBehindStats> {
+        let wb = self.wb.as_ref()?;
+        let load = |i: usize| wb.batches[i].load(Ordering::Relaxed);
+        let loads = wb.lock().loads;
+        Some(WriteBehindStats {
+            batches: load(0),
+            written: load(1),
+            failures: load(2),
+            busy: Duration::from_micros(load(3)),
+            hits: loads[0],
+            absent: loads[1],
+            misses: loads[2],
+        })
     }
 
     /// Write the queue in chunks; the caller holds the flush lock. States saved again while a
