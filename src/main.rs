@@ -367,19 +367,16 @@ fn purge_delay(ms: std::ffi::c_long) {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
-/// Once the server has been quiet for half a minute, drop what is kept only for speed
+/// Once the server has been quiet for a second or two, drop what is kept only for speed
 /// ([`autoprov_server::AppState::trim_caches`]) and give memory the allocator keeps for later
 /// back to the system. mimalloc returns freed pages lazily, on later allocations by the
 /// thread that owns them, so the peak of a burst (a boot storm) would otherwise stay
 /// resident while the server is idle; the C library's malloc (SQLite's) is trimmed too. Each collection runs on the runtime's threads (as
 /// tasks), since a thread can only collect its own heap.
 fn release_memory_when_quiet(state: autoprov_server::AppState) {
-    // 30 s without a request: the caches only pay off under sustained load, and an idle
-    // server should be small. Not sooner: a lull of a few seconds in a fleet's polling (or
-    // between two bursts) would otherwise cost every device a load from the database and
-    // every vendor file a new rendering on its next poll.
+    // 1-2 s without a request: the caches only pay off under sustained load (a fleet that
+    // keeps polling is never quiet that long), and an idle server should be small.
     const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-    const QUIET_LOOKS: u32 = 30;
     const RELEASE_AGAIN: u32 = 10;
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
@@ -396,12 +393,10 @@ fn release_memory_when_quiet(state: autoprov_server::AppState) {
                     continue;
                 }
                 quiet_looks = quiet_looks.saturating_add(1);
-                // After QUIET_LOOKS, and again every RELEASE_AGAIN looks while quiet: the
-                // server's own periodic work (the inventory's reconciliation reads every
-                // device, expiry) allocates too.
-                if quiet_looks < QUIET_LOOKS
-                    || !(quiet_looks - QUIET_LOOKS).is_multiple_of(RELEASE_AGAIN)
-                {
+                // At once, and again every RELEASE_AGAIN looks while quiet: the server's own
+                // periodic work (the inventory's reconciliation reads every device, expiry)
+                // allocates too.
+                if quiet_looks != 1 && !quiet_looks.is_multiple_of(RELEASE_AGAIN) {
                     continue;
                 }
                 state.trim_caches();

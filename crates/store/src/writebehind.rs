@@ -866,6 +866,10 @@ impl Store {
             } else {
                 Vec::new()
             };
+            // What leaves the clean copies is dropped after the lock is released: freeing
+            // thousands of states (an eviction under a storm of new devices) would
+            // otherwise keep every request's load waiting.
+            let mut released: Vec<(String, Arc<DeviceState>)> = Vec::new();
             let mut q = wb.lock();
             for (i, (sn, done)) in done.iter().enumerate() {
                 if let Some((Some(print), _)) = sums.get(i) {
@@ -881,10 +885,11 @@ impl Store {
                 {
                     q.dirty.remove(*sn);
                     if let Some(&(_, w)) = sums.get(i) {
-                        if let Some((_, old)) =
+                        if let Some((state, old)) =
                             q.clean.insert((*sn).clone(), (done.state.clone(), w))
                         {
                             q.clean_bytes -= old;
+                            released.push((String::new(), state));
                         }
                         q.clean_bytes += w;
                     }
@@ -904,12 +909,16 @@ impl Store {
                     gone.push(sn.clone());
                 }
                 for sn in gone {
-                    q.remove_clean(&sn);
-                    if !q.dirty.contains_key(&sn) {
-                        q.children.remove(&sn);
+                    if let Some(state) = q.remove_clean(&sn) {
+                        if !q.dirty.contains_key(&sn) {
+                            q.children.remove(&sn);
+                        }
+                        released.push((sn, state));
                     }
                 }
             }
+            drop(q);
+            drop(released);
         }
         Ok(written)
     }
