@@ -139,44 +139,37 @@ pub(crate) async fn serve_request(app: &AppState, router: &Router, req: Request)
 /// Each route's future is boxed: the layers around this handler move its future by value
 /// several times per request, and unboxed it is as large as the largest route's state.
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
-    use metrics::{Budget, Route};
+    use metrics::Route;
     app.note_request();
     let path = req.uri().path().to_string();
     let (route, resp) = if update::is_update_path(&path, &app.site().config.server.clean_path) {
-        match app.try_config_slot() {
-            Some(_slot) => (
-                Route::Update,
-                Box::pin(update::handle(app.clone(), req)).await,
-            ),
-            None => {
-                app.metrics().refused(Budget::Config);
-                let retry = app.site().config.server.config_retry_after;
-                (Route::Update, overloaded(retry))
-            }
-        }
+        let answer = Box::pin(update::handle(app.clone(), req));
+        (Route::Update, with_config_slot(&app, answer).await)
     } else if let Some(rest) = catalog::catalog_rest(&path) {
         let resp = Box::pin(catalog::serve(app.clone(), rest.to_string(), req, None)).await;
         (Route::Catalog, resp)
     } else if let Some(rest) = fw::firmware_rest(&path) {
-        (
-            Route::Fw,
-            Box::pin(fw::serve(app.clone(), rest.to_string(), req)).await,
-        )
+        let resp = Box::pin(fw::serve(app.clone(), rest.to_string(), req)).await;
+        (Route::Fw, resp)
     } else {
-        match app.try_config_slot() {
-            Some(_slot) => (
-                Route::Vendor,
-                Box::pin(vendors::handle(app.clone(), req)).await,
-            ),
-            None => {
-                app.metrics().refused(Budget::Config);
-                let retry = app.site().config.server.config_retry_after;
-                (Route::Vendor, overloaded(retry))
-            }
-        }
+        let answer = Box::pin(vendors::handle(app.clone(), req));
+        (Route::Vendor, with_config_slot(&app, answer).await)
     };
     app.metrics().answered(route, resp.status());
     resp
+}
+
+/// `answer`, holding a slot of the configuration budget until it is done; or, when every slot
+/// is taken, 503 at once (`answer` is dropped unpolled).
+async fn with_config_slot(
+    app: &AppState,
+    answer: impl std::future::Future<Output = Response>,
+) -> Response {
+    let Some(_slot) = app.try_config_slot() else {
+        app.metrics().refused(metrics::Budget::Config);
+        return overloaded(app.site().config.server.config_retry_after);
+    };
+    answer.await
 }
 
 /// 503 with `Retry-After`: the configuration budget is spent. Answered at once, with
