@@ -166,7 +166,9 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    // SAFETY: sysconf reads a constant of the system; no pointers are passed.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096))
 }
 
 /// The metrics of `app` in the text format.
